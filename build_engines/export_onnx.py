@@ -1,0 +1,140 @@
+"""Export SAM's image encoder and prompt-encoder + mask-decoder to ONNX.
+
+Tensor names follow Meta's `scripts/export_onnx_model.py`. The decoder differs from Meta's
+export in two deliberate ways: it returns the low-resolution logits of all four mask tokens
+(the gateway upsamples and picks the multimask slice exactly as `SamPredictor` does, so no
+full-resolution tensor crosses the wire), and it takes one image embedding *per prompt*,
+so that prompts of different images can share one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from build_engines import torchvision_compat
+
+torchvision_compat.install()
+
+import torch  # noqa: E402
+from segment_anything.modeling import Sam  # noqa: E402
+from segment_anything.utils.onnx import SamOnnxModel  # noqa: E402
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+ENCODER_INPUTS = ["images"]
+ENCODER_OUTPUTS = ["image_embeddings"]
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
+
+
+class SamDecoderOnnx(SamOnnxModel):
+    """Prompt encoder + mask decoder over a batch of prompts.
+
+    Inputs (B prompts, N points each; coordinates already in the model's S x S input frame):
+      image_embeddings (B, 256, S/16, S/16) float32, one per prompt
+      point_coords     (B, N, 2) float32; a box is two points labelled 2 and 3 after the points
+      point_labels     (B, N) float32; 1 fg, 0 bg, 2/3 box corners, -1 padding ("not a point")
+      mask_input       (B, 1, S/4, S/4) float32 low-res logits
+      has_mask_input   (B,) float32, 1 where mask_input is used
+    Outputs: low_res_masks (B, 4, S/4, S/4) float32 logits, iou_predictions (B, 4) float32.
+    """
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__(sam, return_single_mask=False)
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input.reshape(-1, 1, 1, 1))
+        return self._predict_masks(image_embeddings, sparse, dense)
+
+    def _predict_masks(
+        self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # MaskDecoder.predict_masks, except that image_embeddings already has one row per
+        # prompt instead of being repeat_interleave'd from a single image.
+        md = self.model.mask_decoder
+        output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        src = image_embeddings + dense
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src = md.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : (1 + md.num_mask_tokens), :]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        upscaled = md.output_upscaling(src)
+        hyper_in = torch.stack(
+            [md.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(md.num_mask_tokens)],
+            dim=1,
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        iou_pred = md.iou_prediction_head(iou_token_out)
+        return masks, iou_pred
+
+
+def decoder_example_inputs(sam: Sam, num_prompts: int = 2, num_points: int = 3) -> tuple[torch.Tensor, ...]:
+    s = sam.image_encoder.img_size
+    e = s // 16
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(num_prompts, 256, e, e, generator=g),
+        torch.rand(num_prompts, num_points, 2, generator=g) * s,
+        torch.randint(-1, 4, (num_prompts, num_points), generator=g).float(),
+        torch.randn(num_prompts, 1, 4 * e, 4 * e, generator=g),
+        torch.ones(num_prompts),
+    )
+
+
+@torch.no_grad()
+def export_encoder(sam: Sam, path: Path) -> Path:
+    s = sam.image_encoder.img_size
+    torch.onnx.export(
+        sam.image_encoder,
+        (torch.randn(1, 3, s, s),),
+        str(path),
+        input_names=ENCODER_INPUTS,
+        output_names=ENCODER_OUTPUTS,
+        dynamic_axes={"images": {0: "batch"}, "image_embeddings": {0: "batch"}},
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    log.info("exported encoder to %s", path)
+    return path
+
+
+@torch.no_grad()
+def export_decoder(sam: Sam, path: Path) -> Path:
+    torch.onnx.export(
+        SamDecoderOnnx(sam).eval(),
+        decoder_example_inputs(sam),
+        str(path),
+        input_names=DECODER_INPUTS,
+        output_names=DECODER_OUTPUTS,
+        dynamic_axes={
+            "image_embeddings": {0: "prompts"},
+            "point_coords": {0: "prompts", 1: "points"},
+            "point_labels": {0: "prompts", 1: "points"},
+            "mask_input": {0: "prompts"},
+            "has_mask_input": {0: "prompts"},
+            "low_res_masks": {0: "prompts"},
+            "iou_predictions": {0: "prompts"},
+        },
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    log.info("exported decoder to %s", path)
+    return path

@@ -1,0 +1,115 @@
+"""Load SAM models: Meta's checkpoints through `sam_model_registry`, or a small model built
+from the same reference classes (random weights with a fixed seed) for demos and tests."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from build_engines import torchvision_compat
+
+torchvision_compat.install()
+
+import torch  # noqa: E402
+from segment_anything import sam_model_registry  # noqa: E402
+from segment_anything.modeling import (  # noqa: E402
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+
+
+@dataclass(frozen=True)
+class LoadedSam:
+    sam: Sam
+    model_type: str  # vit_b | vit_l | vit_h | small
+    model_id: str  # identifies the weights: changes whenever they do
+    random_weights: bool
+
+    @property
+    def img_size(self) -> int:
+        return int(self.sam.image_encoder.img_size)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_dict_digest(sam: Sam) -> str:
+    """sha256 over parameter names, shapes and bytes: stable across processes for equal weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(sam.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
+    """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) or any state_dict of the same architecture."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    sam = sam_model_registry[model_type](checkpoint=str(path)).eval()
+    return LoadedSam(sam, model_type, f"{model_type}-{_sha256_file(path)[:16]}", random_weights=False)
+
+
+def build_small_sam(
+    img_size: int = 256,
+    encoder_embed_dim: int = 64,
+    encoder_depth: int = 2,
+    encoder_num_heads: int = 2,
+    seed: int = 0,
+) -> LoadedSam:
+    """SAM's exact architecture with a scaled-down image encoder and full-size prompt
+    encoder / mask decoder, as `_build_sam` wires them, with weights drawn from `seed`."""
+    if img_size % 16:
+        raise ValueError(f"img_size must be a multiple of the patch size 16, got {img_size}")
+    prompt_embed_dim = 256
+    embedding_size = img_size // 16
+    torch.manual_seed(seed)
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=encoder_depth,
+            embed_dim=encoder_embed_dim,
+            img_size=img_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=encoder_num_heads,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=[encoder_depth - 1],
+            window_size=7,
+            out_chans=prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_embed_dim,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8),
+            transformer_dim=prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+    return LoadedSam(sam, "small", f"small-{state_dict_digest(sam)[:16]}", random_weights=True)

@@ -1,0 +1,68 @@
+"""Write a complete Triton model repository for a SAM model.
+
+`cpu` target: the checked-in python-backend models of model_repository/ plus the exported
+ONNX files, with the model's facts (id, input size S, normalization) written into each
+config's `parameters`, where the gateway and the models read them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from build_engines.export_onnx import export_decoder, export_encoder
+from build_engines.models import LoadedSam
+from build_engines.verify import verify
+
+log = logging.getLogger(__name__)
+
+CHECKED_IN = Path(__file__).resolve().parents[1] / "model_repository"
+MODELS = ("sam_encoder", "sam_decoder")
+BUILD_INFO = "build_info.json"
+
+
+def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, str]:
+    sam = loaded.sam
+    return {
+        "model_id": loaded.model_id,
+        "model_type": loaded.model_type,
+        "random_weights": str(loaded.random_weights).lower(),
+        "img_size": str(loaded.img_size),
+        "pixel_mean": json.dumps([float(v) for v in sam.pixel_mean.flatten()]),
+        "pixel_std": json.dumps([float(v) for v in sam.pixel_std.flatten()]),
+        "mask_threshold": repr(float(sam.mask_threshold)),
+        "intra_op_threads": str(intra_op_threads),
+    }
+
+
+def _parameters_block(params: dict[str, str]) -> str:
+    lines = [f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()]
+    return "\n# written by build_engines\n" + "\n".join(lines) + "\n"
+
+
+def is_complete(out: Path) -> bool:
+    return (out / BUILD_INFO).is_file() and all((out / m / "1" / "model.onnx").is_file() for m in MODELS)
+
+
+def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:
+    """Exports, verifies against PyTorch (raises VerificationError past `tolerance`) and
+    writes the repository to `out`, replacing what was there."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    params = model_parameters(loaded, intra_op_threads)
+    for name in MODELS:
+        shutil.copytree(CHECKED_IN / name, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+        config = tmp / name / "config.pbtxt"
+        config.write_text(config.read_text() + _parameters_block(params))
+    encoder = export_encoder(loaded.sam, tmp / "sam_encoder" / "1" / "model.onnx")
+    decoder = export_decoder(loaded.sam, tmp / "sam_decoder" / "1" / "model.onnx")
+    report = verify(loaded.sam, encoder, decoder, tolerance)
+    info = {"target": "cpu", **params, "verification": asdict(report), "tolerance": tolerance}
+    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # a half-written repository is never left under the final name
+    log.info("wrote CPU model repository for %s to %s", loaded.model_id, out)
+    return out

@@ -1,0 +1,1 @@
+"""I/O to Triton and Redis: thin, swappable, no SAM logic."""

@@ -1,0 +1,77 @@
+"""Redis access for the embedding cache: get/set with TTL and a short lock for single-flight
+across replicas. Every Redis failure is counted and reported as "no answer" so the request
+goes on uncached; after a failure Redis is skipped for `retry_after_s` (no per-request stall)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+class RedisCache:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        retry_after_s: float,
+        on_error: Callable[[str], None] = lambda op: None,
+    ) -> None:
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+        self._retry_after_s = retry_after_s
+        self._skip_until = 0.0
+        self._on_error = on_error
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        self._on_error(op)
+        if self._usable():
+            log.warning("redis %s failed (%s); going on without the cache for %.1fs", op, exc, self._retry_after_s)
+        self._skip_until = time.monotonic() + self._retry_after_s
+
+    async def _call(self, op: str, fn, default):
+        if not self._usable():
+            self._on_error(op)
+            return default
+        try:
+            return await fn()
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._failed(op, exc)
+            return default
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call("get", lambda: self._redis.get(key), None)
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
+        return bool(await self._call("set", lambda: self._redis.set(key, value, ex=ttl_s), False))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", lambda: self._redis.delete(key), None)
+
+    async def acquire_lock(self, key: str, ttl_s: float) -> str | None:
+        """A token when this caller holds `key` (SET NX PX); None when someone else does.
+        Returns a token as well when Redis is unusable: then nobody can coordinate, so go ahead."""
+        token = uuid.uuid4().hex
+        got = await self._call("lock", lambda: self._redis.set(key, token, nx=True, px=int(ttl_s * 1000)), "error")
+        if got == "error" or got:
+            return token
+        return None
+
+    async def release_lock(self, key: str, token: str) -> None:
+        await self._call("unlock", lambda: self._redis.eval(_RELEASE, 1, key, token), None)

@@ -1,0 +1,137 @@
+"""Async client for the sam_encoder / sam_decoder models in Triton."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as triton
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from samserve.errors import BackendUnavailable, DeadlineExceeded, SamServeError
+
+log = logging.getLogger(__name__)
+ENCODER = "sam_encoder"
+DECODER = "sam_decoder"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the served model says about itself (sam_encoder's config parameters)."""
+
+    model_id: str
+    model_type: str
+    img_size: int
+    pixel_mean: np.ndarray  # (3,) float32
+    pixel_std: np.ndarray  # (3,) float32
+    mask_threshold: float
+    random_weights: bool
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // 16
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+
+def _translate(exc: InferenceServerException, what: str) -> SamServeError:
+    status = str(exc.status() or "")
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in str(exc):
+        return DeadlineExceeded(f"{what}: deadline exceeded")
+    if "UNAVAILABLE" in status or "failed to connect" in str(exc).lower():
+        return BackendUnavailable(f"{what}: Triton is unavailable ({exc.message()})")
+    return BackendUnavailable(f"{what}: Triton error {status}: {exc.message()}")
+
+
+class TritonBackend:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = triton.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _timeout(self, deadline_s: float | None) -> float:
+        return self.timeout_s if deadline_s is None else max(0.001, min(self.timeout_s, deadline_s))
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(ENCODER, client_timeout=2)) and bool(
+                await self._client.is_model_ready(DECODER, client_timeout=2)
+            )
+        except InferenceServerException:
+            return False
+
+    async def model_info(self) -> ModelInfo:
+        try:
+            config = await self._client.get_model_config(ENCODER, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc, "reading sam_encoder's config") from None
+        params = {k: v["string_value"] for k, v in config["config"].get("parameters", {}).items()}
+        missing = {"model_id", "img_size", "pixel_mean", "pixel_std"} - params.keys()
+        if missing:
+            raise BackendUnavailable(f"sam_encoder's config lacks parameters {sorted(missing)}: rebuild the repository")
+        return ModelInfo(
+            model_id=params["model_id"],
+            model_type=params.get("model_type", "unknown"),
+            img_size=int(params["img_size"]),
+            pixel_mean=np.asarray(json.loads(params["pixel_mean"]), dtype=np.float32),
+            pixel_std=np.asarray(json.loads(params["pixel_std"]), dtype=np.float32),
+            mask_threshold=float(params.get("mask_threshold", "0.0")),
+            random_weights=params.get("random_weights", "false") == "true",
+        )
+
+    async def _infer(
+        self, model: str, arrays: dict[str, np.ndarray], outputs: list[str], deadline_s: float | None
+    ) -> list[np.ndarray]:
+        inputs = []
+        for name, arr in arrays.items():
+            dtype = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16"}[arr.dtype]
+            inp = InferInput(name, list(arr.shape), dtype)
+            inp.set_data_from_numpy(np.ascontiguousarray(arr))
+            inputs.append(inp)
+        try:
+            result = await self._client.infer(
+                model,
+                inputs,
+                outputs=[InferRequestedOutput(o) for o in outputs],
+                client_timeout=self._timeout(deadline_s),
+            )
+        except InferenceServerException as exc:
+            raise _translate(exc, model) from None
+        return [result.as_numpy(o) for o in outputs]
+
+    async def encode(self, images: np.ndarray, deadline_s: float | None = None) -> np.ndarray:
+        """(1, 3, S, S) float32 -> (1, 256, S/16, S/16) float16."""
+        (emb,) = await self._infer(ENCODER, {"images": images}, ["image_embeddings"], deadline_s)
+        return emb
+
+    async def decode(
+        self,
+        image_embeddings: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        deadline_s: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's embedding (1, 256, e, e) float16 and B prompts -> ((B, 4, L, L), (B, 4))."""
+        masks, iou = await self._infer(
+            DECODER,
+            {
+                "image_embeddings": image_embeddings,
+                "point_coords": point_coords[None],
+                "point_labels": point_labels[None],
+                "mask_input": mask_input[None],
+                "has_mask_input": has_mask_input[None],
+            },
+            ["low_res_masks", "iou_predictions"],
+            deadline_s,
+        )
+        return masks[0], iou[0]

@@ -1,0 +1,195 @@
+"""samserve serve | embed | segment | build"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("samserve")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- serve -------------------------------------------------------------------------------
+def _prepare_repository(settings) -> tuple[Path, bool]:
+    """The CPU model repository for the configured model, built once into the cache dir."""
+    from build_engines.models import _sha256_file, build_small_sam, load_checkpoint
+    from build_engines.repository import is_complete, write_cpu_repository
+
+    repos = settings.cache_dir / "repositories"
+    if settings.checkpoint is None:
+        loaded = build_small_sam()
+        out = repos / loaded.model_id
+        if not is_complete(out):
+            write_cpu_repository(loaded, out)
+        return out, True
+    out = repos / f"{settings.model_type}-{_sha256_file(settings.checkpoint)[:16]}"
+    if not is_complete(out):
+        log.info("exporting %s to ONNX (once; cached in %s)", settings.checkpoint, out)
+        write_cpu_repository(load_checkpoint(settings.checkpoint, settings.model_type), out)
+    return out, False
+
+
+async def _serve(settings) -> None:
+    from samserve.embedded import start_redis, start_triton
+    from samserve.metrics import Metrics
+    from samserve.transport.server import start_gateway
+
+    stack = contextlib.ExitStack()
+    try:
+        if settings.embedded:
+            repo, random_weights = _prepare_repository(settings)
+            if random_weights:
+                log.warning(
+                    "serving the small DEMO model with RANDOM weights: masks are not meaningful. "
+                    "Pass a real checkpoint: samserve serve --checkpoint sam_vit_b_01ec64.pth --model-type vit_b"
+                )
+            redis = start_redis()
+            stack.callback(redis.stop)
+            triton = start_triton(repo, settings.cache_dir / "logs" / "tritonserver.log", settings.cache_dir)
+            stack.callback(triton.stop)
+            settings = settings.model_copy(update={"redis_url": redis.url, "triton_url": triton.grpc_url})
+            log.info("Triton log: %s", triton.log_path)
+        metrics = Metrics()
+        if settings.metrics_enabled:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+            log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        gateway = await start_gateway(settings, metrics)
+        print(f"samserve listening on {settings.host}:{gateway.port} (gRPC samserve.v1.SegmentAnything); "
+              "Ctrl-C stops everything", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+        await gateway.stop()
+    finally:
+        stack.close()
+
+
+def _settings_from(args):
+    from pydantic import ValidationError
+
+    from samserve.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        sys.exit(f"invalid settings:\n{exc}")
+
+
+# -- client commands ---------------------------------------------------------------------
+def _parse_point(text: str) -> tuple[float, float, int]:
+    parts = text.split(",")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"point must be X,Y or X,Y,LABEL, got {text!r}")
+    return float(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"box must be X0,Y0,X1,Y1, got {text!r}")
+    return tuple(float(p) for p in parts)  # type: ignore[return-value]
+
+
+def _segment(args) -> None:
+    import grpc
+    import numpy as np
+    from PIL import Image
+
+    from samserve.client import PromptSpec, SamClient
+    from samserve.overlay import overlay
+    from samserve.pipeline.image import decode_image
+
+    data = Path(args.image).read_bytes()
+    prompt = PromptSpec(
+        points=[(x, y) for x, y, _ in args.point], labels=[lab for _, _, lab in args.point], box=args.box
+    )
+    with SamClient(args.server) as client:
+        try:
+            seg = client.segment(data, [prompt], multimask_output=not args.single)
+        except grpc.RpcError as exc:
+            sys.exit(f"{exc.code().name}: {exc.details()}")
+    result = seg.prompts[0]
+    best = int(np.argmax(result.iou_predictions))
+    mask = result.masks[best]
+    Image.fromarray(mask.astype(np.uint8) * 255).save(args.out)
+    overlay_path = args.overlay or str(Path(args.out).with_name(Path(args.out).stem + "_overlay.png"))
+    rgb = decode_image(data, max_pixels=1 << 62, min_side=1)
+    overlay(rgb, [mask], args.point, args.box).save(overlay_path)
+    print(f"mask {args.out} ({int(mask.sum())} pixels, predicted IoU {result.iou_predictions[best]:.3f}); "
+          f"overlay {overlay_path}; image_id {seg.image_id}{' (cached)' if seg.cached else ''}")
+
+
+def _embed(args) -> None:
+    from samserve.client import SamClient
+
+    with SamClient(args.server) as client:
+        r = client.embed(Path(args.image).read_bytes())
+    print(f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
+          f"model {r.model_id}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="samserve", description="Segment Anything over gRPC")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway (by default with local Redis and Triton)")
+    s.add_argument("--checkpoint", type=Path, help="SAM checkpoint, e.g. sam_vit_b_01ec64.pth (default: demo model)")
+    s.add_argument("--model-type", dest="model_type", choices=["vit_b", "vit_l", "vit_h"])
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--metrics-port", dest="metrics_port", type=int)
+    s.add_argument("--no-embedded", dest="embedded", action="store_const", const=False,
+                   help="use --triton-url / --redis-url instead of starting local servers")
+    s.add_argument("--triton-url", dest="triton_url")
+    s.add_argument("--redis-url", dest="redis_url")
+    s.add_argument("--cache-dir", dest="cache_dir", type=Path)
+    s.add_argument("--log-level", dest="log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    e = sub.add_parser("embed", help="embed an image, print its image_id")
+    e.add_argument("image")
+    e.add_argument("--server", default="127.0.0.1:50051")
+
+    g = sub.add_parser("segment", help="segment an image from point/box prompts; write mask and overlay PNGs")
+    g.add_argument("image")
+    g.add_argument("--point", type=_parse_point, action="append", default=[], help="X,Y[,LABEL] (label 1 or 0)")
+    g.add_argument("--box", type=_parse_box, help="X0,Y0,X1,Y1")
+    g.add_argument("--out", default="mask.png")
+    g.add_argument("--overlay", help="overlay PNG (default: <out>_overlay.png)")
+    g.add_argument("--single", action="store_true", help="multimask_output=false")
+    g.add_argument("--server", default="127.0.0.1:50051")
+
+    b = sub.add_parser("build", help="write a model repository (python -m build_engines)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = p.parse_args(argv)
+    if args.command == "serve":
+        settings = _settings_from(args)
+        _configure_logging(settings.log_level)
+        asyncio.run(_serve(settings))
+    elif args.command == "build":
+        from build_engines.__main__ import main as build_main
+
+        build_main(args.rest)
+    else:
+        _configure_logging("WARNING")
+        if args.command == "segment" and not args.point and args.box is None:
+            p.error("segment needs at least one --point or a --box")
+        {"embed": _embed, "segment": _segment}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The project's exceptions. Each carries the user-facing message; transport/status.py maps
+them to gRPC status codes in one table."""
+
+
+class SamServeError(Exception):
+    """Base class: `str(exc)` is safe to show to the client."""
+
+
+class InvalidInput(SamServeError):
+    """The request is malformed: undecodable image, bad prompt, out-of-range option."""
+
+
+class NotFound(SamServeError):
+    """An image_id that is unknown or expired."""
+
+
+class Overloaded(SamServeError):
+    """Over capacity or over a configured size limit."""
+
+
+class BackendUnavailable(SamServeError):
+    """Triton cannot be reached or is not ready."""
+
+
+class DeadlineExceeded(SamServeError):
+    """The client's deadline passed before the work finished."""

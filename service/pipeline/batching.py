@@ -1,0 +1,81 @@
+"""Merging the requests of one Triton execution into model-sized batches and splitting the
+results back. Used by the python-backend models (model_repository/*/1/model.py)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+def run_concatenated(
+    inputs: Sequence[np.ndarray], run: Callable[[np.ndarray], np.ndarray], max_batch: int
+) -> list[np.ndarray]:
+    """Runs `run` on the row-wise concatenation of `inputs` (each (n_i, ...)), at most
+    `max_batch` rows a call, and returns one output per input with its n_i rows."""
+    if not inputs:
+        return []
+    batch = np.concatenate(inputs, axis=0)
+    outs = [run(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)]
+    out = np.concatenate(outs, axis=0)
+    bounds = np.cumsum([len(x) for x in inputs])[:-1]
+    return np.split(out, bounds, axis=0)
+
+
+@dataclass(frozen=True)
+class DecoderRequest:
+    """One Triton request to sam_decoder: B prompts of N points on one image.
+
+    image_embeddings (1, 256, h, w) float16/32; point_coords (B, N, 2) float32;
+    point_labels (B, N) float32; mask_input (B, 1, 4h, 4w) float32; has_mask_input (B,) float32.
+    """
+
+    image_embeddings: np.ndarray
+    point_coords: np.ndarray
+    point_labels: np.ndarray
+    mask_input: np.ndarray
+    has_mask_input: np.ndarray
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.point_coords.shape[0])
+
+    @property
+    def num_points(self) -> int:
+        return int(self.point_coords.shape[1])
+
+
+def run_decoder_batched(
+    requests: Sequence[DecoderRequest], run: Callable[[Arrays], tuple[np.ndarray, np.ndarray]], max_prompts: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Groups the prompts of all requests by point count (the only shape that must match
+    in one model call), gives each prompt its image's embedding, runs `run` on at most
+    `max_prompts` prompts at a time and returns (low_res_masks, iou_predictions) per request."""
+    by_points: dict[int, list[tuple[int, int]]] = defaultdict(list)  # N -> [(request, prompt)]
+    for r, req in enumerate(requests):
+        for p in range(req.num_prompts):
+            by_points[req.num_points].append((r, p))
+    results: list[list[tuple[np.ndarray, np.ndarray] | None]] = [[None] * req.num_prompts for req in requests]
+    for members in by_points.values():
+        for start in range(0, len(members), max_prompts):
+            chunk = members[start : start + max_prompts]
+            feed = {
+                "image_embeddings": np.stack(
+                    [requests[r].image_embeddings[0] for r, _ in chunk]
+                ).astype(np.float32, copy=False),
+                "point_coords": np.stack([requests[r].point_coords[p] for r, p in chunk]),
+                "point_labels": np.stack([requests[r].point_labels[p] for r, p in chunk]),
+                "mask_input": np.stack([requests[r].mask_input[p] for r, p in chunk]),
+                "has_mask_input": np.stack([requests[r].has_mask_input[p] for r, p in chunk]),
+            }
+            masks, ious = run(feed)
+            for i, (r, p) in enumerate(chunk):
+                results[r][p] = (masks[i], ious[i])
+    out = []
+    for per_prompt in results:
+        out.append((np.stack([m for m, _ in per_prompt]), np.stack([s for _, s in per_prompt])))  # type: ignore[misc]
+    return out

@@ -1,0 +1,45 @@
+"""SAM's mask post-processing (MaskDecoder output selection + Sam.postprocess_masks) in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def select_masks(low_res: np.ndarray, iou: np.ndarray, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
+    """All four mask tokens (B, 4, L, L), (B, 4) -> the three multimask outputs or the single
+    one, as MaskDecoder.forward slices them."""
+    sl = slice(1, None) if multimask_output else slice(0, 1)
+    return low_res[:, sl], iou[:, sl]
+
+
+def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of torch's bilinear interpolation with align_corners=False."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (src - i0.astype(np.float32)).astype(np.float32)
+    w0 = (np.float32(1.0) - w1).astype(np.float32)
+    return i0, i1, w0, w1
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) float32 -> (..., H, W) float32, equal to
+    torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False)."""
+    h, w = x.shape[-2:]
+    out_h, out_w = size
+    c0, c1, cw0, cw1 = _axis_weights(w, out_w)
+    x = x[..., :, c0] * cw0 + x[..., :, c1] * cw1
+    r0, r1, rw0, rw1 = _axis_weights(h, out_h)
+    return x[..., r0, :] * rw0[:, None] + x[..., r1, :] * rw1[:, None]
+
+
+def postprocess_masks(
+    low_res: np.ndarray, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> np.ndarray:
+    """(B, C, L, L) logits -> (B, C, H, W) logits at the original size: upsample to S x S,
+    remove the padding, upsample to the original size (Sam.postprocess_masks)."""
+    x = resize_bilinear(low_res.astype(np.float32, copy=False), (img_size, img_size))
+    x = x[..., : input_size[0], : input_size[1]]
+    return resize_bilinear(np.ascontiguousarray(x), original_size)

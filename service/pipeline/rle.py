@@ -1,0 +1,83 @@
+"""Run-length encodings of binary masks, compatible with pycocotools.
+
+Uncompressed RLE: run lengths over the column-major (Fortran-order) flattening, starting
+with a run of zeros (possibly empty) -- what `segment_anything.utils.amg.mask_to_rle_pytorch`
+produces. COCO RLE: the same counts in pycocotools' compressed string form (rleToString)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mask_to_counts(mask: np.ndarray) -> list[int]:
+    """(H, W) bool -> run lengths, column-major, first run counts zeros."""
+    flat = np.asarray(mask, dtype=bool).flatten(order="F")
+    if flat.size == 0:
+        return [0]
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def counts_to_mask(counts: list[int], height: int, width: int) -> np.ndarray:
+    """Inverse of mask_to_counts -> (H, W) bool."""
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, np.asarray(counts, dtype=np.int64))
+    if flat.size != height * width:
+        raise ValueError(f"RLE counts sum to {flat.size}, expected {height * width}")
+    return flat.reshape((height, width), order="F")
+
+
+def counts_to_string(counts: list[int]) -> str:
+    """pycocotools rleToString: LEB128-like, 5 bits per char, deltas against counts[i-2]."""
+    out = bytearray()
+    for i, c in enumerate(counts):
+        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            ch = x & 0x1F
+            x >>= 5
+            more = x != -1 if ch & 0x10 else x != 0
+            if more:
+                ch |= 0x20
+            out.append(ch + 48)
+    return out.decode("ascii")
+
+
+def string_to_counts(s: str) -> list[int]:
+    """pycocotools rleFrString."""
+    counts: list[int] = []
+    data = s.encode("ascii")
+    p = 0
+    while p < len(data):
+        x = 0
+        k = 0
+        more = True
+        while more:
+            ch = data[p] - 48
+            x |= (ch & 0x1F) << (5 * k)
+            more = bool(ch & 0x20)
+            p += 1
+            k += 1
+            if not more and (ch & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def mask_to_coco_rle(mask: np.ndarray) -> dict:
+    """(H, W) bool -> {"size": [H, W], "counts": str}, as pycocotools.mask.encode (counts decoded to str)."""
+    h, w = mask.shape
+    return {"size": [int(h), int(w)], "counts": counts_to_string(mask_to_counts(mask))}
+
+
+def coco_rle_to_mask(rle: dict) -> np.ndarray:
+    h, w = rle["size"]
+    counts = rle["counts"]
+    if isinstance(counts, (bytes, str)):
+        counts = string_to_counts(counts.decode() if isinstance(counts, bytes) else counts)
+    return counts_to_mask(counts, h, w)

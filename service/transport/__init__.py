@@ -1,0 +1,1 @@
+"""gRPC: servicer, status mapping, health, reflection. Knows nothing of Triton."""

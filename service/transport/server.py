@@ -1,0 +1,100 @@
+"""Building the gRPC server (servicer, health, reflection): one function for the CLI and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from samserve.backends.cache import RedisCache
+from samserve.backends.triton import TritonBackend
+from samserve.engine import SamEngine
+from samserve.metrics import Metrics
+from samserve.settings import Settings
+from samserve.transport.servicer import SegmentAnythingServicer
+from samserve.v1 import samserve_pb2 as pb
+from samserve.v1 import samserve_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentAnything"].full_name
+
+
+@dataclass
+class Gateway:
+    server: grpc.aio.Server
+    engine: SamEngine
+    metrics: Metrics
+    port: int
+    health: health.aio.HealthServicer
+    _watch: asyncio.Task | None = None
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.server.stop(grace)
+        await self.engine.close()
+
+
+async def _watch_health(engine: SamEngine, servicer: health.aio.HealthServicer, period_s: float = 1.0) -> None:
+    """SERVING while Triton's models are ready; the model info is re-read when Triton returns."""
+    was_ready = None
+    while True:
+        ready = await engine.ready()
+        if ready and was_ready is False:
+            with contextlib.suppress(Exception):
+                await engine.model(refresh=True)
+        if ready != was_ready:
+            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await servicer.set(name, status)
+            log.info("health: %s", "SERVING" if ready else "NOT_SERVING (Triton not ready)")
+            was_ready = ready
+        await asyncio.sleep(period_s)
+
+
+def build_engine(settings: Settings, metrics: Metrics) -> SamEngine:
+    cache = None
+    if settings.redis_url:
+        cache = RedisCache(
+            settings.redis_url,
+            settings.redis_timeout_s,
+            settings.redis_retry_after_s,
+            on_error=lambda op: metrics.cache_errors.labels(op).inc(),
+        )
+    return SamEngine(settings, TritonBackend(settings.triton_url, settings.triton_timeout_s), cache, metrics)
+
+
+async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> Gateway:
+    metrics = metrics or Metrics()
+    engine = build_engine(settings, metrics)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_SegmentAnythingServicer_to_server(
+        SegmentAnythingServicer(engine, metrics, settings.max_concurrent_requests), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC port {settings.host}:{settings.port}")
+    await server.start()
+    gateway = Gateway(server, engine, metrics, port, health_servicer)
+    gateway._watch = asyncio.create_task(_watch_health(engine, health_servicer))
+    log.info("gRPC gateway listening on %s:%d (Triton %s, Redis %s)", settings.host, port, settings.triton_url,
+             settings.redis_url or "disabled")
+    return gateway

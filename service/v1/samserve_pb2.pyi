@@ -1,0 +1,185 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MaskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MASK_FORMAT_UNSPECIFIED: _ClassVar[MaskFormat]
+    MASK_FORMAT_COCO_RLE: _ClassVar[MaskFormat]
+    MASK_FORMAT_UNCOMPRESSED_RLE: _ClassVar[MaskFormat]
+    MASK_FORMAT_PNG: _ClassVar[MaskFormat]
+    MASK_FORMAT_PACKED_BITS: _ClassVar[MaskFormat]
+MASK_FORMAT_UNSPECIFIED: MaskFormat
+MASK_FORMAT_COCO_RLE: MaskFormat
+MASK_FORMAT_UNCOMPRESSED_RLE: MaskFormat
+MASK_FORMAT_PNG: MaskFormat
+MASK_FORMAT_PACKED_BITS: MaskFormat
+
+class ImageSize(_message.Message):
+    __slots__ = ("height", "width")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    width: int
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("image", "return_embedding")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    return_embedding: bool
+    def __init__(self, image: _Optional[bytes] = ..., return_embedding: _Optional[bool] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("data", "shape", "dtype")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    def __init__(self, data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("image_id", "original_size", "input_size", "cached", "model_id", "embedding")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    original_size: ImageSize
+    input_size: ImageSize
+    cached: bool
+    model_id: str
+    embedding: Embedding
+    def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., model_id: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("x", "y", "label")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    label: int
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., label: _Optional[int] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
+
+class MaskInput(_message.Message):
+    __slots__ = ("data", "height", "width")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    height: int
+    width: int
+    def __init__(self, data: _Optional[bytes] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class Prompt(_message.Message):
+    __slots__ = ("points", "box", "mask_input")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    MASK_INPUT_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    box: Box
+    mask_input: MaskInput
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_input: _Optional[_Union[MaskInput, _Mapping]] = ...) -> None: ...
+
+class SegmentRequest(_message.Message):
+    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    MULTIMASK_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    image_id: str
+    prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
+    multimask_output: bool
+    mask_format: MaskFormat
+    return_low_res_logits: bool
+    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ...) -> None: ...
+
+class CocoRle(_message.Message):
+    __slots__ = ("size", "counts")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    size: _containers.RepeatedScalarFieldContainer[int]
+    counts: str
+    def __init__(self, size: _Optional[_Iterable[int]] = ..., counts: _Optional[str] = ...) -> None: ...
+
+class UncompressedRle(_message.Message):
+    __slots__ = ("size", "counts")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    size: _containers.RepeatedScalarFieldContainer[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, size: _Optional[_Iterable[int]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Mask(_message.Message):
+    __slots__ = ("height", "width", "coco_rle", "uncompressed_rle", "png", "packed_bits")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    COCO_RLE_FIELD_NUMBER: _ClassVar[int]
+    UNCOMPRESSED_RLE_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    PACKED_BITS_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    width: int
+    coco_rle: CocoRle
+    uncompressed_rle: UncompressedRle
+    png: bytes
+    packed_bits: bytes
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., coco_rle: _Optional[_Union[CocoRle, _Mapping]] = ..., uncompressed_rle: _Optional[_Union[UncompressedRle, _Mapping]] = ..., png: _Optional[bytes] = ..., packed_bits: _Optional[bytes] = ...) -> None: ...
+
+class LowResLogits(_message.Message):
+    __slots__ = ("data", "height", "width")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    height: int
+    width: int
+    def __init__(self, data: _Optional[bytes] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class PromptResult(_message.Message):
+    __slots__ = ("masks", "iou_predictions", "low_res_logits")
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    IOU_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
+    masks: _containers.RepeatedCompositeFieldContainer[Mask]
+    iou_predictions: _containers.RepeatedScalarFieldContainer[float]
+    low_res_logits: _containers.RepeatedCompositeFieldContainer[LowResLogits]
+    def __init__(self, masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., iou_predictions: _Optional[_Iterable[float]] = ..., low_res_logits: _Optional[_Iterable[_Union[LowResLogits, _Mapping]]] = ...) -> None: ...
+
+class SegmentResponse(_message.Message):
+    __slots__ = ("image_id", "original_size", "cached", "results")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    original_size: ImageSize
+    cached: bool
+    results: _containers.RepeatedCompositeFieldContainer[PromptResult]
+    def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[PromptResult, _Mapping]]] = ...) -> None: ...
