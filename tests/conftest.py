@@ -1,0 +1,69 @@
+"""Session fixtures shared by the integration and fidelity tests: the small test model, its
+CPU model repository, and real redis-server / tritonserver processes on free loopback ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from build_engines import torchvision_compat
+
+torchvision_compat.install()  # the reference needs torchvision; the CPU machines have none that imports
+
+TEST_SEED = 0
+TEST_IMG_SIZE = 256  # not 1024: proves nothing hard-codes S
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("samserve-cache")
+
+
+@pytest.fixture(scope="session")
+def small_sam():
+    from build_engines.models import build_small_sam
+
+    return build_small_sam(img_size=TEST_IMG_SIZE, seed=TEST_SEED)
+
+
+@pytest.fixture(scope="session")
+def model_repository(small_sam, tmp_path_factory) -> Path:
+    from build_engines.repository import write_cpu_repository
+
+    return write_cpu_repository(small_sam, tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from samserve.embedded import start_redis
+
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository, cache_dir, tmp_path_factory):
+    from samserve.embedded import start_triton
+
+    server = start_triton(model_repository, tmp_path_factory.mktemp("logs") / "triton.log", cache_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(triton_server, redis_server):
+    from tests.support.stack import GatewayThread, gateway_settings
+
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def client(gateway):
+    from samserve.client import SamClient
+
+    with SamClient(gateway.target) as c:
+        yield c
