@@ -1,0 +1,145 @@
+"""The Redis embedding cache, proven with Triton's statistics (what ran), not with timing."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import numpy as np
+import pytest
+import redis
+
+from samserve.client import PromptSpec, SamClient
+from samserve.pipeline.embedding_codec import cache_key, decode_entry
+from samserve.pipeline.preprocess import PREPROCESS_VERSION
+from tests.support.images import png_image
+from tests.support.stack import GatewayThread, gateway_settings
+
+POINT = PromptSpec(points=[(40, 50)], labels=[1])
+
+
+def test_second_embed_of_same_image_skips_encoder(client, triton_stats, fresh_seed):
+    data = png_image(200, 300, fresh_seed)
+    before = triton_stats.inferences("sam_encoder")
+    first = client.embed(data)
+    assert not first.cached
+    assert triton_stats.inferences("sam_encoder") == before + 1
+    second = client.embed(data)
+    assert second.cached and second.image_id == first.image_id
+    assert triton_stats.inferences("sam_encoder") == before + 1
+
+
+def test_segment_after_embed_skips_encoder(client, triton_stats, fresh_seed):
+    data = png_image(210, 170, fresh_seed)
+    client.embed(data)
+    before = triton_stats.inferences("sam_encoder")
+    seg = client.segment(data, [POINT])
+    assert seg.cached
+    assert triton_stats.inferences("sam_encoder") == before
+
+
+def test_cache_value_follows_the_key_contract(client, redis_server, small_sam, fresh_seed):
+    data = png_image(150, 190, fresh_seed)
+    image_id = client.embed(data).image_id
+    r = redis.Redis.from_url(redis_server.url)
+    key = f"samserve:emb:{small_sam.model_id}:{PREPROCESS_VERSION}:{image_id}"
+    assert key == cache_key(small_sam.model_id, PREPROCESS_VERSION, image_id)
+    entry = decode_entry(r.get(key), small_sam.model_id)
+    assert entry.embedding.dtype == np.float16 and entry.embedding.shape == (1, 256, 16, 16)
+    assert entry.original_size == (150, 190) and entry.input_size == (202, 256)
+    assert 0 < r.ttl(key) <= 24 * 3600
+
+
+def test_corrupted_value_is_a_miss_and_is_overwritten(client, triton_stats, redis_server, small_sam, fresh_seed):
+    data = png_image(160, 160, fresh_seed)
+    image_id = client.embed(data).image_id
+    r = redis.Redis.from_url(redis_server.url)
+    key = cache_key(small_sam.model_id, PREPROCESS_VERSION, image_id)
+    good = r.get(key)
+    r.set(key, good[:-10] + b"\x00" * 10)  # a flipped payload: checksum mismatch
+    before = triton_stats.inferences("sam_encoder")
+    again = client.embed(data)
+    assert not again.cached
+    assert triton_stats.inferences("sam_encoder") == before + 1
+    assert decode_entry(r.get(key), small_sam.model_id).original_size == (160, 160)
+    assert client.embed(data).cached
+
+
+def test_concurrent_requests_for_a_new_image_run_the_encoder_once(gateway, triton_stats, fresh_seed):
+    data = png_image(400, 300, fresh_seed)
+    before = triton_stats.inferences("sam_encoder")
+
+    def one(i: int):
+        with SamClient(gateway.target) as c:
+            if i % 2:
+                return c.embed(data).image_id
+            return c.segment(data, [POINT]).image_id
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        ids = set(pool.map(one, range(6)))
+    assert len(ids) == 1
+    assert triton_stats.inferences("sam_encoder") == before + 1
+
+
+@pytest.fixture
+def other_model_triton(tmp_path, cache_dir):
+    """A second Triton serving the same architecture with other weights (a model upgrade)."""
+    from build_engines.models import build_small_sam
+    from build_engines.repository import write_cpu_repository
+    from samserve.embedded import start_triton
+
+    repo = write_cpu_repository(build_small_sam(img_size=256, seed=1), tmp_path / "repo")
+    server = start_triton(repo, tmp_path / "triton.log", cache_dir)
+    yield server
+    server.stop()
+
+
+def test_a_different_model_id_misses(client, redis_server, other_model_triton, small_sam, fresh_seed):
+    data = png_image(140, 220, fresh_seed)
+    assert not client.embed(data).cached
+    other = GatewayThread(gateway_settings(other_model_triton.grpc_url, redis_server.url))
+    try:
+        with SamClient(other.target) as c:
+            r = c.embed(data)
+            assert r.model_id != small_sam.model_id
+            assert not r.cached  # same image, same Redis, other weights: never the old embedding
+            assert c.embed(data).cached
+    finally:
+        other.stop()
+    assert client.embed(data).cached  # the first model's entry is still there
+
+
+@pytest.fixture
+def own_redis_gateway(triton_server):
+    from samserve.embedded import start_redis
+
+    server = start_redis()
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, server.url))
+    yield gw, server
+    gw.stop()
+    server.stop()
+
+
+def test_requests_succeed_without_redis_and_caching_resumes(own_redis_gateway, triton_stats, fresh_seed):
+    from samserve.embedded import start_redis
+
+    gw, server = own_redis_gateway
+    data = png_image(220, 180, fresh_seed)
+    with SamClient(gw.target) as c:
+        assert not c.embed(data).cached
+        assert c.embed(data).cached
+        server.kill()  # Redis gone mid-test
+        before = triton_stats.inferences("sam_encoder")
+        seg = c.segment(data, [POINT])
+        assert not seg.cached and len(seg.prompts[0].masks) == 3
+        assert not c.embed(data).cached
+        assert triton_stats.inferences("sam_encoder") == before + 2
+        assert gw.metric("samserve_cache_errors_total", {"op": "get"}) >= 1
+        restarted = start_redis(port=server.port)  # Redis back on the same address
+        try:
+            import time
+
+            time.sleep(0.3)  # past redis_retry_after_s
+            assert not c.embed(data).cached  # the restarted Redis is empty
+            assert c.embed(data).cached  # and caching works again
+        finally:
+            restarted.stop()
