@@ -39,7 +39,9 @@ def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, 
 
 
 def _parameters_block(params: dict[str, str]) -> str:
-    lines = [f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()]
+    lines = [
+        f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()
+    ]
     return "\n# written by build_engines\n" + "\n".join(lines) + "\n"
 
 

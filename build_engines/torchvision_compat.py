@@ -50,9 +50,7 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> tor
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
-def _batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64)
     # torchvision's coordinate trick: offset boxes per category so they never overlap.

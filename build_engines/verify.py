@@ -69,12 +69,24 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
     mask_in = torch.randn(b, 1, 4 * e, 4 * e, generator=g)
     cases = [
         # (reference prompt-encoder args, onnx coords, onnx labels, mask, has_mask)
-        ((coords, labels), corners.reshape(b, 4), mask_in,
-         torch.cat([coords, corners], 1), torch.cat([labels, torch.tensor([[2.0, 3.0]]).expand(b, 2)], 1),
-         mask_in, torch.ones(b)),
-        ((coords, labels), None, None,
-         torch.cat([coords, torch.zeros(b, 1, 2)], 1), torch.cat([labels, -torch.ones(b, 1)], 1),
-         torch.zeros(b, 1, 4 * e, 4 * e), torch.zeros(b)),
+        (
+            (coords, labels),
+            corners.reshape(b, 4),
+            mask_in,
+            torch.cat([coords, corners], 1),
+            torch.cat([labels, torch.tensor([[2.0, 3.0]]).expand(b, 2)], 1),
+            mask_in,
+            torch.ones(b),
+        ),
+        (
+            (coords, labels),
+            None,
+            None,
+            torch.cat([coords, torch.zeros(b, 1, 2)], 1),
+            torch.cat([labels, -torch.ones(b, 1)], 1),
+            torch.zeros(b, 1, 4 * e, 4 * e),
+            torch.zeros(b),
+        ),
     ]
     for points, boxes, masks, oc, ol, om, oh in cases:
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)

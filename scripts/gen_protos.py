@@ -1,7 +1,7 @@
 """Regenerate the protobuf/gRPC stubs in service/v1 from service/protos (needs grpcio-tools).
 
-    python scripts/gen_protos.py            # rewrite the stubs
-    python scripts/gen_protos.py --check    # exit 1 when the committed stubs are stale
+python scripts/gen_protos.py            # rewrite the stubs
+python scripts/gen_protos.py --check    # exit 1 when the committed stubs are stale
 """
 
 from __future__ import annotations

@@ -64,8 +64,11 @@ async def _serve(settings) -> None:
             start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         gateway = await start_gateway(settings, metrics)
-        print(f"samserve listening on {settings.host}:{gateway.port} (gRPC samserve.v1.SegmentAnything); "
-              "Ctrl-C stops everything", flush=True)
+        print(
+            f"samserve listening on {settings.host}:{gateway.port} (gRPC samserve.v1.SegmentAnything); "
+            "Ctrl-C stops everything",
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,7 +82,6 @@ async def _serve(settings) -> None:
 
 def _settings_from(args):
     from pydantic import ValidationError
-
     from samserve.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
@@ -108,7 +110,6 @@ def _segment(args) -> None:
     import grpc
     import numpy as np
     from PIL import Image
-
     from samserve.client import PromptSpec, SamClient
     from samserve.overlay import overlay
     from samserve.pipeline.image import decode_image
@@ -129,8 +130,10 @@ def _segment(args) -> None:
     overlay_path = args.overlay or str(Path(args.out).with_name(Path(args.out).stem + "_overlay.png"))
     rgb = decode_image(data, max_pixels=1 << 62, min_side=1)
     overlay(rgb, [mask], args.point, args.box).save(overlay_path)
-    print(f"mask {args.out} ({int(mask.sum())} pixels, predicted IoU {result.iou_predictions[best]:.3f}); "
-          f"overlay {overlay_path}; image_id {seg.image_id}{' (cached)' if seg.cached else ''}")
+    print(
+        f"mask {args.out} ({int(mask.sum())} pixels, predicted IoU {result.iou_predictions[best]:.3f}); "
+        f"overlay {overlay_path}; image_id {seg.image_id}{' (cached)' if seg.cached else ''}"
+    )
 
 
 def _embed(args) -> None:
@@ -138,8 +141,10 @@ def _embed(args) -> None:
 
     with SamClient(args.server) as client:
         r = client.embed(Path(args.image).read_bytes())
-    print(f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
-          f"model {r.model_id}")
+    print(
+        f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
+        f"model {r.model_id}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,8 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--metrics-port", dest="metrics_port", type=int)
-    s.add_argument("--no-embedded", dest="embedded", action="store_const", const=False,
-                   help="use --triton-url / --redis-url instead of starting local servers")
+    s.add_argument(
+        "--no-embedded",
+        dest="embedded",
+        action="store_const",
+        const=False,
+        help="use --triton-url / --redis-url instead of starting local servers",
+    )
     s.add_argument("--triton-url", dest="triton_url")
     s.add_argument("--redis-url", dest="redis_url")
     s.add_argument("--cache-dir", dest="cache_dir", type=Path)

@@ -1,8 +1,8 @@
 """A small synchronous Python client for samserve.v1.SegmentAnything.
 
-    with SamClient("127.0.0.1:50051") as c:
-        seg = c.segment(open("dog.jpg", "rb").read(), [PromptSpec(points=[(500, 375)], labels=[1])])
-        best = seg.prompts[0].masks[seg.prompts[0].iou_predictions.argmax()]   # (H, W) bool
+with SamClient("127.0.0.1:50051") as c:
+    seg = c.segment(open("dog.jpg", "rb").read(), [PromptSpec(points=[(500, 375)], labels=[1])])
+    best = seg.prompts[0].masks[seg.prompts[0].iou_predictions.argmax()]   # (H, W) bool
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-
 from samserve.pipeline.mask_formats import packed_bits_to_mask, png_to_mask
 from samserve.pipeline.rle import coco_rle_to_mask, counts_to_mask
 from samserve.v1 import samserve_pb2 as pb
@@ -26,7 +25,9 @@ class PromptSpec:
     mask_input: np.ndarray | None = None  # (L, L) float32 low-res logits
 
     def to_pb(self) -> pb.Prompt:
-        p = pb.Prompt(points=[pb.Point(x=x, y=y, label=lab) for (x, y), lab in zip(self.points, self.labels)])
+        p = pb.Prompt(
+            points=[pb.Point(x=x, y=y, label=lab) for (x, y), lab in zip(self.points, self.labels, strict=True)]
+        )
         if self.box is not None:
             p.box.CopyFrom(pb.Box(x0=self.box[0], y0=self.box[1], x1=self.box[2], y1=self.box[3]))
         if self.mask_input is not None:
@@ -86,8 +87,10 @@ class SamClient:
     def __init__(self, target: str, timeout_s: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024):
         self.channel = grpc.insecure_channel(
             target,
-            options=[("grpc.max_receive_message_length", max_message_bytes),
-                     ("grpc.max_send_message_length", max_message_bytes)],
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
         )
         self.stub = pb_grpc.SegmentAnythingStub(self.channel)
         self.timeout_s = timeout_s

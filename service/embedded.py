@@ -82,8 +82,23 @@ def start_redis(port: int | None = None, maxmemory: str = "512mb", timeout: floa
     if binary is None:
         raise FileNotFoundError("redis-server not found on PATH (Debian/Ubuntu: apt-get install redis-server)")
     port = port or free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--maxmemory", maxmemory, "--maxmemory-policy", "allkeys-lru", "--loglevel", "warning"]
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory",
+        maxmemory,
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--loglevel",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def ping() -> bool:
@@ -106,9 +121,7 @@ def pytriton_dir() -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     root = site / "pytriton" / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
-        raise FileNotFoundError(
-            f"tritonserver not found under {root}: pip install --no-deps nvidia-pytriton==0.7.0"
-        )
+        raise FileNotFoundError(f"tritonserver not found under {root}: pip install --no-deps nvidia-pytriton==0.7.0")
     return root
 
 
@@ -161,7 +174,11 @@ def start_triton(
     interpreter's environment: its bin/ goes first on PATH (ENVIRONMENT.md)."""
     root = pytriton_dir()
     backends = python_backend_dir(cache)
-    grpc_port, http_port, metrics_port = grpc_port or free_port(), http_port or free_port(), metrics_port or free_port()
+    grpc_port, http_port, metrics_port = (
+        grpc_port or free_port(),
+        http_port or free_port(),
+        metrics_port or free_port(),
+    )
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     libs = root.parent.parent / "nvidia_pytriton.libs"
@@ -170,10 +187,14 @@ def start_triton(
         str(root / "bin" / "tritonserver"),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
-        "--http-address=127.0.0.1", f"--http-port={http_port}",
-        "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}",
-        "--allow-metrics=true", "--allow-gpu-metrics=false",
+        "--http-address=127.0.0.1",
+        f"--http-port={http_port}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc_port}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
         "--exit-timeout-secs=5",
         "--log-verbose=0",
     ]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-
 from samserve.backends.cache import RedisCache
 from samserve.backends.triton import ModelInfo, TritonBackend
 from samserve.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
@@ -118,8 +117,12 @@ class SamEngine:
         """The served model's facts, read from Triton once (and again after Triton returns)."""
         if self._model is None or refresh:
             self._model = await self.triton.model_info()
-            log.info("serving model %s (%s, input size %d)", self._model.model_id, self._model.model_type,
-                     self._model.img_size)
+            log.info(
+                "serving model %s (%s, input size %d)",
+                self._model.model_id,
+                self._model.model_type,
+                self._model.img_size,
+            )
         return self._model
 
     async def _cpu(self, fn: Callable, *args):
@@ -153,8 +156,7 @@ class SamEngine:
         emb = await self.triton.encode(x, deadline.remaining("running the encoder"))
         self.metrics.backend_latency.labels("sam_encoder").observe(time.perf_counter() - started)
         self.metrics.encoder_runs.inc()
-        entry = ImageEmbedding(np.ascontiguousarray(emb, dtype=np.float16), original_size, input_size,
-                               model.model_id)
+        entry = ImageEmbedding(np.ascontiguousarray(emb, dtype=np.float16), original_size, input_size, model.model_id)
         if self.cache is not None:
             await self.cache.set(key, encode_entry(entry), self.settings.cache_ttl_s)
         return entry
@@ -170,7 +172,9 @@ class SamEngine:
                 return entry
         return None
 
-    async def _lead(self, data: bytes, key: str, model: ModelInfo, validate, deadline: Deadline) -> tuple[ImageEmbedding, bool]:
+    async def _lead(
+        self, data: bytes, key: str, model: ModelInfo, validate, deadline: Deadline
+    ) -> tuple[ImageEmbedding, bool]:
         token = None
         if self.cache is not None:
             token = await self.cache.acquire_lock(key + ":lock", self.settings.lock_ttl_s)
@@ -235,7 +239,11 @@ class SamEngine:
     async def embed(self, data: bytes, return_embedding: bool, deadline: Deadline) -> EmbedResult:
         image_id, entry, cached = await self.embedding(data, deadline)
         return EmbedResult(
-            image_id, entry.original_size, entry.input_size, cached, entry.model_id,
+            image_id,
+            entry.original_size,
+            entry.input_size,
+            cached,
+            entry.model_id,
             entry.embedding if return_embedding else None,
         )
 
@@ -268,19 +276,39 @@ class SamEngine:
         started = time.perf_counter()
         decoded = await asyncio.gather(
             *(
-                self.triton.decode(entry.embedding, b.point_coords, b.point_labels, b.mask_input, b.has_mask_input,
-                                   deadline.remaining("running the decoder"))
+                self.triton.decode(
+                    entry.embedding,
+                    b.point_coords,
+                    b.point_labels,
+                    b.mask_input,
+                    b.has_mask_input,
+                    deadline.remaining("running the decoder"),
+                )
                 for b in batches
             )
         )
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
         outputs: list[PromptOutput | None] = [None] * len(prompts)
         jobs = []
-        for batch, (low_res, iou) in zip(batches, decoded):
+        for batch, (low_res, iou) in zip(batches, decoded, strict=True):
             for k, index in enumerate(batch.indices):
-                jobs.append((index, self._cpu(finish_prompt, low_res[k], iou[k], multimask_output, model,
-                                              entry.input_size, entry.original_size, fmt, return_logits)))
-        for index, out in zip([i for i, _ in jobs], await asyncio.gather(*(j for _, j in jobs))):
+                jobs.append(
+                    (
+                        index,
+                        self._cpu(
+                            finish_prompt,
+                            low_res[k],
+                            iou[k],
+                            multimask_output,
+                            model,
+                            entry.input_size,
+                            entry.original_size,
+                            fmt,
+                            return_logits,
+                        ),
+                    )
+                )
+        for index, out in zip([i for i, _ in jobs], await asyncio.gather(*(j for _, j in jobs)), strict=True):
             outputs[index] = out
         return SegmentResult(image_id, entry.original_size, cached, outputs)  # type: ignore[arg-type]
 

@@ -19,13 +19,19 @@ class Metrics:
         )
         self.in_flight = Gauge("samserve_requests_in_flight", "RPCs being served", registry=r)
         self.cache = Counter("samserve_cache", "embedding cache lookups", ["result"], registry=r)
-        self.cache_errors = Counter("samserve_cache_errors", "Redis errors (the request went on uncached)",
-                                    ["op"], registry=r)
+        self.cache_errors = Counter(
+            "samserve_cache_errors", "Redis errors (the request went on uncached)", ["op"], registry=r
+        )
         self.backend_latency = Histogram(
             "samserve_backend_seconds", "Triton call latency", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.image_bytes = Histogram("samserve_image_bytes", "encoded image size",
-                                     buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6), registry=r)
-        self.image_pixels = Histogram("samserve_image_pixels", "decoded image pixels",
-                                      buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6), registry=r)
+        self.image_bytes = Histogram(
+            "samserve_image_bytes", "encoded image size", buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6), registry=r
+        )
+        self.image_pixels = Histogram(
+            "samserve_image_pixels",
+            "decoded image pixels",
+            buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6),
+            registry=r,
+        )
         self.encoder_runs = Counter("samserve_encoder_runs", "encoder calls made by this gateway", registry=r)

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as triton
+from samserve.errors import BackendUnavailable, DeadlineExceeded, SamServeError
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
-
-from samserve.errors import BackendUnavailable, DeadlineExceeded, SamServeError
 
 log = logging.getLogger(__name__)
 ENCODER = "sam_encoder"

@@ -50,7 +50,9 @@ class DecoderRequest:
 
 
 def run_decoder_batched(
-    requests: Sequence[DecoderRequest], run: Callable[[Arrays], tuple[np.ndarray, np.ndarray]], max_prompts: int
+    requests: Sequence[DecoderRequest],
+    run: Callable[[Arrays], tuple[np.ndarray, np.ndarray]],
+    max_prompts: int,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Groups the prompts of all requests by point count (the only shape that must match
     in one model call), gives each prompt its image's embedding, runs `run` on at most
@@ -64,9 +66,9 @@ def run_decoder_batched(
         for start in range(0, len(members), max_prompts):
             chunk = members[start : start + max_prompts]
             feed = {
-                "image_embeddings": np.stack(
-                    [requests[r].image_embeddings[0] for r, _ in chunk]
-                ).astype(np.float32, copy=False),
+                "image_embeddings": np.stack([requests[r].image_embeddings[0] for r, _ in chunk]).astype(
+                    np.float32, copy=False
+                ),
                 "point_coords": np.stack([requests[r].point_coords[p] for r, p in chunk]),
                 "point_labels": np.stack([requests[r].point_labels[p] for r, p in chunk]),
                 "mask_input": np.stack([requests[r].mask_input[p] for r, p in chunk]),

@@ -22,9 +22,7 @@ def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
 
 
-def to_model_input(
-    resized: np.ndarray, img_size: int, pixel_mean: np.ndarray, pixel_std: np.ndarray
-) -> np.ndarray:
+def to_model_input(resized: np.ndarray, img_size: int, pixel_mean: np.ndarray, pixel_std: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (1, 3, S, S) float32: normalized, then zero-padded bottom/right (Sam.preprocess)."""
     h, w = resized.shape[:2]
     out = np.zeros((1, 3, img_size, img_size), dtype=np.float32)

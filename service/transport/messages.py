@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from samserve.engine import EmbedResult, PromptOutput, SegmentResult
 from samserve.errors import InvalidInput
 from samserve.pipeline.mask_formats import MaskFormat
@@ -85,7 +84,9 @@ def _prompt_result(o: PromptOutput, fmt: MaskFormat, size: tuple[int, int]) -> p
     if o.low_res_logits is not None:
         for logits in o.low_res_logits:
             r.low_res_logits.add(
-                data=np.ascontiguousarray(logits, dtype="<f4").tobytes(), height=logits.shape[0], width=logits.shape[1]
+                data=np.ascontiguousarray(logits, dtype="<f4").tobytes(),
+                height=logits.shape[0],
+                width=logits.shape[1],
             )
     return r
 

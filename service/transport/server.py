@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from samserve.backends.cache import RedisCache
 from samserve.backends.triton import TritonBackend
 from samserve.engine import SamEngine
@@ -87,7 +86,8 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
@@ -95,6 +95,11 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
     await server.start()
     gateway = Gateway(server, engine, metrics, port, health_servicer)
     gateway._watch = asyncio.create_task(_watch_health(engine, health_servicer))
-    log.info("gRPC gateway listening on %s:%d (Triton %s, Redis %s)", settings.host, port, settings.triton_url,
-             settings.redis_url or "disabled")
+    log.info(
+        "gRPC gateway listening on %s:%d (Triton %s, Redis %s)",
+        settings.host,
+        port,
+        settings.triton_url,
+        settings.redis_url or "disabled",
+    )
     return gateway

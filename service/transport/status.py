@@ -9,7 +9,6 @@ import time
 import uuid
 
 import grpc
-
 from samserve.errors import (
     BackendUnavailable,
     DeadlineExceeded,

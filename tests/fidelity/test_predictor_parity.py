@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from samserve.client import PromptSpec
+
 from tests.support.images import encode, synthetic_image
 
 # (height, width): a portrait, a landscape, a square 1024 and a very elongated one
-SHAPES = {"portrait": (640, 427), "landscape": (375, 500), "square1024": (1024, 1024), "elongated": (333, 1500)}
+SHAPES = {
+    "portrait": (640, 427),
+    "landscape": (375, 500),
+    "square1024": (1024, 1024),
+    "elongated": (333, 1500),
+}
 
 
 def prompt_kinds(h: int, w: int) -> dict[str, dict]:
     return {
         "one_point": {"points": [(0.4 * w, 0.55 * h)], "labels": [1]},
-        "pos_neg_points": {"points": [(0.3 * w, 0.3 * h), (0.6 * w, 0.5 * h), (0.8 * w, 0.85 * h)],
-                           "labels": [1, 1, 0]},
+        "pos_neg_points": {
+            "points": [(0.3 * w, 0.3 * h), (0.6 * w, 0.5 * h), (0.8 * w, 0.85 * h)],
+            "labels": [1, 1, 0],
+        },
         "box": {"box": (0.15 * w, 0.2 * h, 0.7 * w, 0.9 * h)},
-        "box_and_points": {"points": [(0.4 * w, 0.5 * h), (0.2 * w, 0.8 * h)], "labels": [1, 0],
-                           "box": (0.1 * w, 0.1 * h, 0.75 * w, 0.95 * h)},
+        "box_and_points": {
+            "points": [(0.4 * w, 0.5 * h), (0.2 * w, 0.8 * h)],
+            "labels": [1, 0],
+            "box": (0.1 * w, 0.1 * h, 0.75 * w, 0.95 * h),
+        },
     }
 
 
@@ -62,7 +72,7 @@ def reference(predictor, spec: dict, multimask: bool, mask_input=None):
 
 def compare(case: str, served, ref_masks, ref_scores, results) -> None:
     assert served.masks.shape == ref_masks.shape, case
-    ious = [iou(a, b) for a, b in zip(served.masks, ref_masks)]
+    ious = [iou(a, b) for a, b in zip(served.masks, ref_masks, strict=True)]
     diff = float(np.abs(served.iou_predictions - ref_scores).max())
     results.append((case, float(np.mean(ious)), float(np.min(ious)), diff))
     assert np.mean(ious) >= 0.99, f"{case}: mean mask IoU {np.mean(ious):.4f} < 0.99 ({ious})"
@@ -79,8 +89,13 @@ def test_segment_matches_predictor(client, predictors, fidelity_results, shape, 
     seg = client.segment(data, [PromptSpec(**spec)], multimask_output=multimask)
     assert seg.original_size == (h, w)
     ref_masks, ref_scores, _ = reference(predictor, spec, multimask)
-    compare(f"{shape}/{kind}/{'multi' if multimask else 'single'}", seg.prompts[0], ref_masks, ref_scores,
-            fidelity_results)
+    compare(
+        f"{shape}/{kind}/{'multi' if multimask else 'single'}",
+        seg.prompts[0],
+        ref_masks,
+        ref_scores,
+        fidelity_results,
+    )
 
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multimask", "single"])
@@ -97,11 +112,18 @@ def test_second_round_with_mask_input_matches_predictor(client, predictors, fide
     np.testing.assert_allclose(seg1.prompts[0].low_res_logits[best], ref_logits1[best], atol=0.05)
     second = {"points": [(0.45 * w, 0.5 * h), (0.7 * w, 0.3 * h)], "labels": [1, 0]}
     seg2 = client.segment(
-        data, [PromptSpec(**second, mask_input=seg1.prompts[0].low_res_logits[best])], multimask_output=multimask
+        data,
+        [PromptSpec(**second, mask_input=seg1.prompts[0].low_res_logits[best])],
+        multimask_output=multimask,
     )
     ref_masks, ref_scores, _ = reference(predictor, second, multimask, mask_input=ref_logits1[best][None])
-    compare(f"{shape}/second_round_mask_input/{'multi' if multimask else 'single'}", seg2.prompts[0], ref_masks,
-            ref_scores, fidelity_results)
+    compare(
+        f"{shape}/second_round_mask_input/{'multi' if multimask else 'single'}",
+        seg2.prompts[0],
+        ref_masks,
+        ref_scores,
+        fidelity_results,
+    )
 
 
 def test_several_prompts_in_one_request_match_one_by_one(client, predictors):
@@ -109,13 +131,19 @@ def test_several_prompts_in_one_request_match_one_by_one(client, predictors):
     predictor, data = predictors("landscape")
     h, w = SHAPES["landscape"]
     kinds = prompt_kinds(h, w)
-    specs = [kinds["box"], kinds["one_point"], kinds["pos_neg_points"], kinds["box_and_points"], kinds["one_point"]]
+    specs = [
+        kinds["box"],
+        kinds["one_point"],
+        kinds["pos_neg_points"],
+        kinds["box_and_points"],
+        kinds["one_point"],
+    ]
     seg = client.segment(data, [PromptSpec(**s) for s in specs])
     assert len(seg.prompts) == len(specs)
     for i, spec in enumerate(specs):
         ref_masks, ref_scores, _ = reference(predictor, spec, True)
         assert np.abs(seg.prompts[i].iou_predictions - ref_scores).max() <= 1e-3, i
-        assert np.mean([iou(a, b) for a, b in zip(seg.prompts[i].masks, ref_masks)]) >= 0.99, i
+        assert np.mean([iou(a, b) for a, b in zip(seg.prompts[i].masks, ref_masks, strict=True)]) >= 0.99, i
 
 
 def test_reference_masks_are_not_trivial(predictors):

@@ -9,8 +9,8 @@ import zlib
 import grpc
 import numpy as np
 import pytest
-
 from samserve.v1 import samserve_pb2 as pb
+
 from tests.support.images import encode, png_image, synthetic_image
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -47,38 +47,97 @@ def mask_input(h, w, nbytes=None) -> pb.MaskInput:
 ONE = [pb.Prompt(points=[point(10, 10)])]
 CASES = {
     "empty_bytes": ("Embed", pb.EmbedRequest(image=b""), INVALID, "image: empty"),
-    "garbage_bytes": ("Embed", pb.EmbedRequest(image=b"not an image at all" * 10), INVALID, "cannot identify"),
+    "garbage_bytes": (
+        "Embed",
+        pb.EmbedRequest(image=b"not an image at all" * 10),
+        INVALID,
+        "cannot identify",
+    ),
     "truncated_jpeg": ("Embed", pb.EmbedRequest(image=JPEG[: len(JPEG) // 2]), INVALID, "truncated"),
     "zero_by_zero": ("Embed", pb.EmbedRequest(image=png_header_only(0, 0)), INVALID, "image"),
-    "one_by_n": ("Embed", pb.EmbedRequest(image=encode(np.zeros((1, 300, 3), np.uint8))), INVALID, "too small"),
-    "over_pixel_limit": ("Embed", pb.EmbedRequest(image=png_header_only(10000, 10000)),
-                         grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds the limit of 50000000 pixels"),
-    "point_outside": ("Segment", seg([pb.Prompt(points=[point(250, 10)])]), INVALID,
-                      "prompts[0].points[0].x = 250 is outside the image; allowed 0..200"),
-    "negative_y": ("Segment", seg([pb.Prompt(points=[point(5, 5), point(10, -1)])]), INVALID,
-                   "prompts[0].points[1].y"),
-    "nan_coordinate": ("Segment", seg([pb.Prompt(points=[point(float("nan"), 10)])]), INVALID,
-                       "prompts[0].points[0].x = nan is not a finite number"),
-    "box_x1_lt_x0": ("Segment", seg([pb.Prompt(box=pb.Box(x0=100, y0=10, x1=50, y1=80))]), INVALID,
-                     "prompts[0].box: (100, 10, 50, 80) needs x0 <= x1"),
-    "wrong_label": ("Segment", seg([pb.Prompt(points=[point(10, 10, label=2)])]), INVALID,
-                    "prompts[0].points[0].label = 2; allowed 1 (foreground) or 0 (background)"),
-    "mask_input_wrong_shape": ("Segment", seg([pb.Prompt(points=[point(10, 10)], mask_input=mask_input(256, 256))]),
-                               INVALID, "prompts[0].mask_input: shape 256x256; this model takes 64x64"),
-    "mask_input_short_data": ("Segment", seg([pb.Prompt(points=[point(10, 10)], mask_input=mask_input(64, 64, 100))]),
-                              INVALID, "prompts[0].mask_input.data: 100 bytes"),
+    "one_by_n": (
+        "Embed",
+        pb.EmbedRequest(image=encode(np.zeros((1, 300, 3), np.uint8))),
+        INVALID,
+        "too small",
+    ),
+    "over_pixel_limit": (
+        "Embed",
+        pb.EmbedRequest(image=png_header_only(10000, 10000)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "exceeds the limit of 50000000 pixels",
+    ),
+    "point_outside": (
+        "Segment",
+        seg([pb.Prompt(points=[point(250, 10)])]),
+        INVALID,
+        "prompts[0].points[0].x = 250 is outside the image; allowed 0..200",
+    ),
+    "negative_y": (
+        "Segment",
+        seg([pb.Prompt(points=[point(5, 5), point(10, -1)])]),
+        INVALID,
+        "prompts[0].points[1].y",
+    ),
+    "nan_coordinate": (
+        "Segment",
+        seg([pb.Prompt(points=[point(float("nan"), 10)])]),
+        INVALID,
+        "prompts[0].points[0].x = nan is not a finite number",
+    ),
+    "box_x1_lt_x0": (
+        "Segment",
+        seg([pb.Prompt(box=pb.Box(x0=100, y0=10, x1=50, y1=80))]),
+        INVALID,
+        "prompts[0].box: (100, 10, 50, 80) needs x0 <= x1",
+    ),
+    "wrong_label": (
+        "Segment",
+        seg([pb.Prompt(points=[point(10, 10, label=2)])]),
+        INVALID,
+        "prompts[0].points[0].label = 2; allowed 1 (foreground) or 0 (background)",
+    ),
+    "mask_input_wrong_shape": (
+        "Segment",
+        seg([pb.Prompt(points=[point(10, 10)], mask_input=mask_input(256, 256))]),
+        INVALID,
+        "prompts[0].mask_input: shape 256x256; this model takes 64x64",
+    ),
+    "mask_input_short_data": (
+        "Segment",
+        seg([pb.Prompt(points=[point(10, 10)], mask_input=mask_input(64, 64, 100))]),
+        INVALID,
+        "prompts[0].mask_input.data: 100 bytes",
+    ),
     "empty_prompt": ("Segment", seg([pb.Prompt()]), INVALID, "prompts[0]: needs at least one point or a box"),
     "no_prompts": ("Segment", seg([]), INVALID, "prompts: at least one prompt is required"),
-    "second_prompt_bad": ("Segment", seg([ONE[0], pb.Prompt(points=[point(1, 1, label=-1)])]), INVALID,
-                          "prompts[1].points[0].label"),
+    "second_prompt_bad": (
+        "Segment",
+        seg([ONE[0], pb.Prompt(points=[point(1, 1, label=-1)])]),
+        INVALID,
+        "prompts[1].points[0].label",
+    ),
     "no_image_source": ("Segment", pb.SegmentRequest(prompts=ONE), INVALID, "image_source"),
-    "unknown_image_id": ("Segment", pb.SegmentRequest(image_id="ab" * 32, prompts=ONE), grpc.StatusCode.NOT_FOUND,
-                         "image_id abab"),
-    "malformed_image_id": ("Segment", pb.SegmentRequest(image_id="../etc/passwd", prompts=ONE), INVALID,
-                           "image_id: '../etc/passwd' is not a sha256"),
+    "unknown_image_id": (
+        "Segment",
+        pb.SegmentRequest(image_id="ab" * 32, prompts=ONE),
+        grpc.StatusCode.NOT_FOUND,
+        "image_id abab",
+    ),
+    "malformed_image_id": (
+        "Segment",
+        pb.SegmentRequest(image_id="../etc/passwd", prompts=ONE),
+        INVALID,
+        "image_id: '../etc/passwd' is not a sha256",
+    ),
     "unknown_mask_format": ("Segment", seg(ONE, mask_format=99), INVALID, "mask_format: unknown value 99"),
     "too_many_prompts": ("Segment", seg(ONE * 65), INVALID, "at most 64 per request"),
-    "too_many_points": ("Segment", seg([pb.Prompt(points=[point(1, 1)] * 65)]), INVALID, "at most 64 per prompt"),
+    "too_many_points": (
+        "Segment",
+        seg([pb.Prompt(points=[point(1, 1)] * 65)]),
+        INVALID,
+        "at most 64 per prompt",
+    ),
 }
 
 
@@ -113,6 +172,7 @@ def test_over_capacity_is_refused_quickly(triton_server, redis_server):
     import concurrent.futures as cf
 
     from samserve.client import SamClient
+
     from tests.support.stack import GatewayThread, gateway_settings
 
     gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, max_concurrent_requests=1))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from samserve.client import PromptSpec, SamClient, decode_mask
 from samserve.v1 import samserve_pb2 as pb
+
 from tests.support.images import png_image
 
 
@@ -68,7 +68,13 @@ def test_embedding_matches_reference_encoder(client, small_sam, fresh_seed):
 
 
 @pytest.mark.parametrize(
-    "fmt", [pb.MASK_FORMAT_COCO_RLE, pb.MASK_FORMAT_UNCOMPRESSED_RLE, pb.MASK_FORMAT_PNG, pb.MASK_FORMAT_PACKED_BITS],
+    "fmt",
+    [
+        pb.MASK_FORMAT_COCO_RLE,
+        pb.MASK_FORMAT_UNCOMPRESSED_RLE,
+        pb.MASK_FORMAT_PNG,
+        pb.MASK_FORMAT_PACKED_BITS,
+    ],
     ids=["coco_rle", "uncompressed_rle", "png", "packed_bits"],
 )
 def test_every_mask_format_encodes_the_same_masks(stub, fresh_seed, fmt):
@@ -77,7 +83,7 @@ def test_every_mask_format_encodes_the_same_masks(stub, fresh_seed, fmt):
     ref = stub.Segment(pb.SegmentRequest(image=data, prompts=[prompt], mask_format=pb.MASK_FORMAT_PACKED_BITS))
     got = stub.Segment(pb.SegmentRequest(image=data, prompts=[prompt], mask_format=fmt))
     assert len(got.results[0].masks) == 3
-    for a, b in zip(got.results[0].masks, ref.results[0].masks):
+    for a, b in zip(got.results[0].masks, ref.results[0].masks, strict=True):
         assert a.WhichOneof("data") == {1: "coco_rle", 2: "uncompressed_rle", 3: "png", 4: "packed_bits"}[fmt]
         assert (a.height, a.width) == (123, 77)
         np.testing.assert_array_equal(decode_mask(a), decode_mask(b))
@@ -87,8 +93,13 @@ def test_coco_rle_decodes_with_pycocotools(stub):
     from pycocotools import mask as mask_utils
 
     data = png_image(200, 150, 8)
-    r = stub.Segment(pb.SegmentRequest(image=data, prompts=[pb.Prompt(points=[pb.Point(x=70, y=90, label=1)])],
-                                       mask_format=pb.MASK_FORMAT_COCO_RLE))
+    r = stub.Segment(
+        pb.SegmentRequest(
+            image=data,
+            prompts=[pb.Prompt(points=[pb.Point(x=70, y=90, label=1)])],
+            mask_format=pb.MASK_FORMAT_COCO_RLE,
+        )
+    )
     for m in r.results[0].masks:
         decoded = mask_utils.decode({"size": list(m.coco_rle.size), "counts": m.coco_rle.counts.encode()})
         np.testing.assert_array_equal(decoded.astype(bool), decode_mask(m))
@@ -122,7 +133,7 @@ def test_concurrent_decoder_requests_are_batched_by_triton(gateway, triton_stats
     n = 32
     with cf.ThreadPoolExecutor(16) as pool:
         assert sum(pool.map(one, range(n))) == n
-    inferences, executions = (a - b for a, b in zip(triton_stats.counts("sam_decoder"), before))
+    inferences, executions = (a - b for a, b in zip(triton_stats.counts("sam_decoder"), before, strict=True))
     assert inferences == n
     assert executions < inferences, f"{executions} executions for {inferences} requests: no batching"
 
@@ -130,8 +141,10 @@ def test_concurrent_decoder_requests_are_batched_by_triton(gateway, triton_stats
 def test_client_deadline_is_honoured(stub, fresh_seed):
     data = png_image(900, 900, fresh_seed)
     with pytest.raises(grpc.RpcError) as err:
-        stub.Segment(pb.SegmentRequest(image=data, prompts=[pb.Prompt(points=[pb.Point(x=1, y=1, label=1)])]),
-                     timeout=0.001)
+        stub.Segment(
+            pb.SegmentRequest(image=data, prompts=[pb.Prompt(points=[pb.Point(x=1, y=1, label=1)])]),
+            timeout=0.001,
+        )
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 

@@ -40,6 +40,12 @@ class GatewayThread:
 
 def gateway_settings(triton_url: str, redis_url: str | None, **overrides) -> Settings:
     return Settings(
-        host="127.0.0.1", port=0, metrics_enabled=False, embedded=False,
-        triton_url=triton_url, redis_url=redis_url, redis_retry_after_s=0.2, **overrides,
+        host="127.0.0.1",
+        port=0,
+        metrics_enabled=False,
+        embedded=False,
+        triton_url=triton_url,
+        redis_url=redis_url,
+        redis_retry_after_s=0.2,
+        **overrides,
     )

@@ -6,7 +6,6 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
 from samserve.pipeline.batching import DecoderRequest, run_decoder_batched
 
 INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
@@ -59,7 +58,7 @@ class TritonPythonModel:
             outputs = run_decoder_batched(parsed, self._run, self.max_prompts)
         except Exception as exc:
             outputs = [exc] * len(valid)
-        for i, out in zip(valid, outputs):
+        for i, out in zip(valid, outputs, strict=True):
             if isinstance(out, Exception):
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"decoder failed: {out}"))
                 continue

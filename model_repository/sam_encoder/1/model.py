@@ -6,7 +6,6 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
 from samserve.pipeline.batching import run_concatenated
 
 
@@ -42,7 +41,7 @@ class TritonPythonModel:
             outputs = run_concatenated(images, run, self.max_batch)
         except Exception as exc:  # one failed run fails only the requests in it
             outputs = [exc] * len(valid)
-        for i, out in zip(valid, outputs):
+        for i, out in zip(valid, outputs, strict=True):
             if isinstance(out, Exception):
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"encoder failed: {out}"))
             else:

@@ -1,0 +1,50 @@
+"""Export and verification: ONNX equals PyTorch, and a wrong model fails the build loudly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from build_engines.export_onnx import export_decoder
+from build_engines.models import build_small_sam, load_checkpoint, state_dict_digest
+from build_engines.verify import VerificationError, verify_decoder
+
+
+def test_repository_has_configs_models_and_parameters(model_repository, small_sam):
+    info = json.loads((model_repository / "build_info.json").read_text())
+    assert info["model_id"] == small_sam.model_id and info["img_size"] == "256"
+    assert info["verification"]["encoder_max_abs_diff"] < 1e-3
+    for name in ("sam_encoder", "sam_decoder"):
+        assert (model_repository / name / "1" / "model.onnx").stat().st_size > 0
+        config = (model_repository / name / "config.pbtxt").read_text()
+        assert f'string_value: "{small_sam.model_id}"' in config
+
+
+def test_verification_fails_past_tolerance(tmp_path):
+    loaded = build_small_sam(seed=3)
+    path = export_decoder(loaded.sam, tmp_path / "decoder.onnx")
+    with torch.no_grad():
+        loaded.sam.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.5)  # PyTorch now disagrees
+    with pytest.raises(VerificationError, match="decoder"):
+        verify_decoder(loaded.sam, path)
+
+
+def test_model_id_follows_the_weights():
+    a, b, c = build_small_sam(seed=0), build_small_sam(seed=0), build_small_sam(seed=1)
+    assert a.model_id == b.model_id != c.model_id
+    assert a.model_id == f"small-{state_dict_digest(a.sam)[:16]}"
+
+
+def test_checkpoint_loads_through_the_reference_registry(tmp_path):
+    """The path real checkpoints take: a vit_b state_dict on disk, loaded by sam_model_registry."""
+    from segment_anything import sam_model_registry
+
+    sam = sam_model_registry["vit_b"]()
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(sam.state_dict(), path)
+    loaded = load_checkpoint(path, "vit_b")
+    assert loaded.img_size == 1024 and loaded.model_id.startswith("vit_b-") and not loaded.random_weights
+    with pytest.raises(ValueError, match="model_type"):
+        load_checkpoint(path, "vit_x")
