@@ -1,0 +1,136 @@
+"""Single-request latencies of the served stack, measured side by side in one run.
+
+    .venv/bin/python benchmarks/latency.py                 # small demo model (S=256)
+    .venv/bin/python benchmarks/latency.py --model vit_b   # ViT-B architecture, random weights (S=1024)
+
+Starts its own redis-server, tritonserver (CPU repository) and gateway; prints median / p90
+per operation and ratios against a cache-hit Segment and a bare decoder call to Triton.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from build_engines import torchvision_compat  # noqa: E402
+
+torchvision_compat.install()
+
+
+def load_model(name: str):
+    from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
+
+    if name == "small":
+        return build_small_sam()
+    import torch
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    sam = sam_model_registry[name]().eval()
+    return LoadedSam(sam, name, f"{name}-random-{state_dict_digest(sam)[:12]}", random_weights=True)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["small", "vit_b", "vit_l", "vit_h"], default="small")
+    p.add_argument("--repeats", type=int, default=20, help="per operation (encoder misses: a quarter of it)")
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--width", type=int, default=1024)
+    args = p.parse_args()
+
+    import tritonclient.grpc as tc
+    from samserve.client import PromptSpec, SamClient
+    from samserve.embedded import start_redis, start_triton
+
+    from build_engines.repository import write_cpu_repository
+    from tests.support.images import png_image
+    from tests.support.stack import GatewayThread, gateway_settings
+
+    work = Path(tempfile.mkdtemp(prefix="samserve-bench-"))
+    loaded = load_model(args.model)
+    t = time.perf_counter()
+    repo = write_cpu_repository(loaded, work / "repo")
+    print(f"model {loaded.model_id}: exported + verified in {time.perf_counter() - t:.1f}s")
+    redis = start_redis()
+    triton = start_triton(repo, work / "triton.log", work)
+    gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
+    try:
+        client = SamClient(gw.target, timeout_s=600)
+        h, w = args.height, args.width
+        prompt = [PromptSpec(points=[(w * 0.4, h * 0.5)], labels=[1])]
+        hit_image = png_image(h, w, 1)
+        emb = client.embed(hit_image, return_embedding=True)
+        embedding = np.frombuffer(emb.embedding.data, dtype="<f2").reshape(tuple(emb.embedding.shape))
+        client.segment(hit_image, prompt)  # warm the decoder
+        misses = max(2, args.repeats // 4)
+        miss_images = [png_image(h, w, 100 + i) for i in range(misses)]
+        seg_miss_images = [png_image(h, w, 200 + i) for i in range(misses)]
+
+        triton_client = tc.InferenceServerClient(triton.grpc_url)
+        e = loaded.img_size // 16
+
+        def bare_decoder(_):
+            feed = {
+                "image_embeddings": embedding,
+                "point_coords": np.array([[[[400.0, 380.0], [0.0, 0.0]]]], np.float32),
+                "point_labels": np.array([[[1.0, -1.0]]], np.float32),
+                "mask_input": np.zeros((1, 1, 1, 4 * e, 4 * e), np.float32),
+                "has_mask_input": np.zeros((1, 1), np.float32),
+            }
+            inputs = []
+            for name, arr in feed.items():
+                i = tc.InferInput(name, list(arr.shape), "FP16" if arr.dtype == np.float16 else "FP32")
+                i.set_data_from_numpy(arr)
+                inputs.append(i)
+            triton_client.infer("sam_decoder", inputs)
+
+        rows = {
+            "Embed (miss: decode+preprocess+encoder+store)": timed(lambda i: client.embed(miss_images[i]), misses),
+            "Segment (miss: + decoder + masks)": timed(lambda i: client.segment(seg_miss_images[i], prompt), misses),
+            "Embed (hit)": timed(lambda i: client.embed(hit_image), args.repeats),
+            "Segment (hit, image bytes, 1 point, 3 masks)": timed(
+                lambda i: client.segment(hit_image, prompt), args.repeats
+            ),
+            "Segment (hit, image_id)": timed(
+                lambda i: client.segment(image_id=emb.image_id, prompts=prompt), args.repeats
+            ),
+            "bare sam_decoder call to Triton (1 prompt)": timed(bare_decoder, args.repeats),
+        }
+        seg_hit = statistics.median(rows["Segment (hit, image bytes, 1 point, 3 masks)"])
+        bare = statistics.median(rows["bare sam_decoder call to Triton (1 prompt)"])
+        print(
+            f"\nmodel {args.model} (S={loaded.img_size}), image {w}x{h}, {args.repeats} repeats "
+            f"({misses} for misses); one client, sequential"
+        )
+        print(f"{'operation':50s} {'median ms':>10s} {'p90 ms':>9s} {'/ seg hit':>10s} {'/ bare dec':>11s}")
+        for name, times in rows.items():
+            med = statistics.median(times)
+            p90 = float(np.percentile(times, 90))
+            print(f"{name:50s} {med * 1e3:10.1f} {p90 * 1e3:9.1f} {med / seg_hit:10.2f} {med / bare:11.2f}")
+        client.close()
+    finally:
+        gw.stop()
+        triton.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
