@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def select_masks(low_res: np.ndarray, iou: np.ndarray, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -24,15 +25,36 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     return i0, i1, w0, w1
 
 
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(..., h, w) float32 -> (..., H, W) float32, equal to
-    torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False)."""
+def _resize_gather(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = x.shape[-2:]
     out_h, out_w = size
     c0, c1, cw0, cw1 = _axis_weights(w, out_w)
     x = x[..., :, c0] * cw0 + x[..., :, c1] * cw1
     r0, r1, rw0, rw1 = _axis_weights(h, out_h)
     return x[..., r0, :] * rw0[:, None] + x[..., r1, :] * rw1[:, None]
+
+
+def _resize_pil(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = x.shape[-2:]
+    flat = x.reshape(-1, h, w)
+    out = np.empty((flat.shape[0], *size), dtype=np.float32)
+    for i, channel in enumerate(flat):
+        img = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32), mode="F")
+        out[i] = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
+    return out.reshape(*x.shape[:-2], *size)
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) float32 -> (..., H, W) float32, equal (to float rounding) to
+    torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False).
+
+    When neither side shrinks, PIL's bilinear filter computes exactly that (its triangle
+    filter only widens, i.e. antialiases, when downscaling) in C, without holding the GIL;
+    otherwise the half-pixel-centre gathers are done in numpy."""
+    h, w = x.shape[-2:]
+    if size[0] >= h and size[1] >= w:
+        return _resize_pil(x, size)
+    return _resize_gather(x, size)
 
 
 def postprocess_masks(
