@@ -57,10 +57,10 @@ def main() -> None:
     args = p.parse_args()
 
     import tritonclient.grpc as tc
-    from samserve.client import PromptSpec, SamClient
-    from samserve.embedded import start_redis, start_triton
 
     from build_engines.repository import write_cpu_repository
+    from samserve.client import PromptSpec, SamClient
+    from samserve.embedded import start_redis, start_triton
     from tests.support.images import png_image
     from tests.support.stack import GatewayThread, gateway_settings
 

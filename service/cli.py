@@ -82,6 +82,7 @@ async def _serve(settings) -> None:
 
 def _settings_from(args):
     from pydantic import ValidationError
+
     from samserve.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
@@ -110,6 +111,7 @@ def _segment(args) -> None:
     import grpc
     import numpy as np
     from PIL import Image
+
     from samserve.client import PromptSpec, SamClient
     from samserve.overlay import overlay
     from samserve.pipeline.image import decode_image

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+
 from samserve.pipeline.mask_formats import packed_bits_to_mask, png_to_mask
 from samserve.pipeline.rle import coco_rle_to_mask, counts_to_mask
 from samserve.v1 import samserve_pb2 as pb

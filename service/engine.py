@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+
 from samserve.backends.cache import RedisCache
-from samserve.backends.triton import ModelInfo, TritonBackend
+from samserve.backends.triton import TritonBackend
 from samserve.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
 from samserve.metrics import Metrics
 from samserve.pipeline.embedding_codec import (
@@ -26,6 +27,7 @@ from samserve.pipeline.embedding_codec import (
 )
 from samserve.pipeline.image import decode_image, image_sha256
 from samserve.pipeline.mask_formats import MaskFormat, encode_mask
+from samserve.pipeline.model_info import ModelInfo
 from samserve.pipeline.postprocess import postprocess_masks, select_masks
 from samserve.pipeline.preprocess import PREPROCESS_VERSION, preprocess
 from samserve.pipeline.prompts import Prompt, decoder_batches, validate_prompts

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as triton
-from samserve.errors import BackendUnavailable, DeadlineExceeded, SamServeError
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
+
+from samserve.errors import BackendUnavailable, DeadlineExceeded, SamServeError
+from samserve.pipeline.model_info import ModelInfo
 
 log = logging.getLogger(__name__)
 ENCODER = "sam_encoder"
 DECODER = "sam_decoder"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the served model says about itself (sam_encoder's config parameters)."""
-
-    model_id: str
-    model_type: str
-    img_size: int
-    pixel_mean: np.ndarray  # (3,) float32
-    pixel_std: np.ndarray  # (3,) float32
-    mask_threshold: float
-    random_weights: bool
-
-    @property
-    def embedding_size(self) -> int:
-        return self.img_size // 16
-
-    @property
-    def low_res_size(self) -> int:
-        return 4 * self.embedding_size
 
 
 def _translate(exc: InferenceServerException, what: str) -> SamServeError:
@@ -73,18 +52,10 @@ class TritonBackend:
         except InferenceServerException as exc:
             raise _translate(exc, "reading sam_encoder's config") from None
         params = {k: v["string_value"] for k, v in config["config"].get("parameters", {}).items()}
-        missing = {"model_id", "img_size", "pixel_mean", "pixel_std"} - params.keys()
-        if missing:
-            raise BackendUnavailable(f"sam_encoder's config lacks parameters {sorted(missing)}: rebuild the repository")
-        return ModelInfo(
-            model_id=params["model_id"],
-            model_type=params.get("model_type", "unknown"),
-            img_size=int(params["img_size"]),
-            pixel_mean=np.asarray(json.loads(params["pixel_mean"]), dtype=np.float32),
-            pixel_std=np.asarray(json.loads(params["pixel_std"]), dtype=np.float32),
-            mask_threshold=float(params.get("mask_threshold", "0.0")),
-            random_weights=params.get("random_weights", "false") == "true",
-        )
+        try:
+            return ModelInfo.from_parameters(params)
+        except (KeyError, ValueError) as exc:
+            raise BackendUnavailable(f"sam_encoder's config: {exc}") from None
 
     async def _infer(
         self, model: str, arrays: dict[str, np.ndarray], outputs: list[str], deadline_s: float | None

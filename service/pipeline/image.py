@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from samserve.errors import InvalidInput, Overloaded
 
 # Pillow's own bomb check is replaced by the configured limit (checked before decoding).

@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 from PIL import Image
+
 from samserve.pipeline.rle import mask_to_coco_rle, mask_to_counts
 
 

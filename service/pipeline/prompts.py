@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from samserve.errors import InvalidInput
 from samserve.pipeline.preprocess import preprocess_shape
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from samserve.engine import EmbedResult, PromptOutput, SegmentResult
 from samserve.errors import InvalidInput
 from samserve.pipeline.mask_formats import MaskFormat

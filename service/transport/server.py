@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from samserve.backends.cache import RedisCache
 from samserve.backends.triton import TritonBackend
 from samserve.engine import SamEngine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from samserve.engine import Deadline, SamEngine
 from samserve.metrics import Metrics
 from samserve.transport import messages

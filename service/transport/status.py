@@ -9,6 +9,7 @@ import time
 import uuid
 
 import grpc
+
 from samserve.errors import (
     BackendUnavailable,
     DeadlineExceeded,

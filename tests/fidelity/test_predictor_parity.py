@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from samserve.client import PromptSpec
 
+from samserve.client import PromptSpec
 from tests.support.images import encode, synthetic_image
 
 # (height, width): a portrait, a landscape, a square 1024 and a very elongated one

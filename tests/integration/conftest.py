@@ -6,6 +6,7 @@ import itertools
 
 import grpc
 import pytest
+
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
 _seeds = itertools.count(1000)

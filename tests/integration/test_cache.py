@@ -7,10 +7,10 @@ import concurrent.futures as cf
 import numpy as np
 import pytest
 import redis
+
 from samserve.client import PromptSpec, SamClient
 from samserve.pipeline.embedding_codec import cache_key, decode_entry
 from samserve.pipeline.preprocess import PREPROCESS_VERSION
-
 from tests.support.images import png_image
 from tests.support.stack import GatewayThread, gateway_settings
 
@@ -83,10 +83,9 @@ def test_concurrent_requests_for_a_new_image_run_the_encoder_once(gateway, trito
 @pytest.fixture
 def other_model_triton(tmp_path, cache_dir):
     """A second Triton serving the same architecture with other weights (a model upgrade)."""
-    from samserve.embedded import start_triton
-
     from build_engines.models import build_small_sam
     from build_engines.repository import write_cpu_repository
+    from samserve.embedded import start_triton
 
     repo = write_cpu_repository(build_small_sam(img_size=256, seed=1), tmp_path / "repo")
     server = start_triton(repo, tmp_path / "triton.log", cache_dir)

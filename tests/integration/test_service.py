@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from samserve.client import PromptSpec, SamClient, decode_mask
 from samserve.v1 import samserve_pb2 as pb
-
 from tests.support.images import png_image
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from samserve.pipeline.batching import DecoderRequest, run_concatenated, run_decoder_batched
 
 

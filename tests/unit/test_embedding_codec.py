@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from samserve.pipeline.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
 
 ENTRY = ImageEmbedding(

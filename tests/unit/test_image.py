@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from samserve.errors import InvalidInput, Overloaded
 from samserve.pipeline.image import decode_image
-
 from tests.support.images import synthetic_image
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from samserve.pipeline.postprocess import postprocess_masks, resize_bilinear, select_masks
 from samserve.pipeline.preprocess import preprocess_shape
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from samserve.pipeline.preprocess import preprocess, preprocess_shape
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from samserve.pipeline.preprocess import preprocess, preprocess_shape
 from tests.support.images import synthetic_image
 
 SHAPES = [(480, 640), (640, 427), (1024, 1024), (333, 1500), (1500, 333), (17, 9), (256, 256)]

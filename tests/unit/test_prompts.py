@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from segment_anything.utils.transforms import ResizeLongestSide
+
 from samserve.errors import InvalidInput
 from samserve.pipeline.prompts import Prompt, apply_coords, decoder_batches, validate_prompts
-from segment_anything.utils.transforms import ResizeLongestSide
 
 
 def P(points=(), labels=(), box=None, mask=None) -> Prompt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+
 from samserve.pipeline.mask_formats import (
     MaskFormat,
     encode_mask,

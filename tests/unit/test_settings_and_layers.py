@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+
 from samserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
 from samserve.pipeline.batching import DecoderRequest, run_decoder_batched
 
 INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
