@@ -20,7 +20,8 @@ from build_engines.verify import verify
 log = logging.getLogger(__name__)
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "model_repository"
-MODELS = ("sam_encoder", "sam_decoder")
+MODELS = ("sam_encoder", "sam_decoder", "sam_amg_generate", "sam_amg")
+ONNX_MODELS = ("sam_encoder", "sam_decoder")
 BUILD_INFO = "build_info.json"
 
 
@@ -46,7 +47,7 @@ def _parameters_block(params: dict[str, str]) -> str:
 
 
 def is_complete(out: Path) -> bool:
-    return (out / BUILD_INFO).is_file() and all((out / m / "1" / "model.onnx").is_file() for m in MODELS)
+    return (out / BUILD_INFO).is_file() and all((out / m / "1" / "model.onnx").is_file() for m in ONNX_MODELS)
 
 
 def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:

@@ -138,6 +138,36 @@ def _segment(args) -> None:
     )
 
 
+def _amg(args) -> None:
+    import grpc
+
+    from samserve.client import SamClient
+    from samserve.overlay import overlay
+    from samserve.pipeline.image import decode_image
+
+    data = Path(args.image).read_bytes()
+    options = {
+        k: getattr(args, k)
+        for k in (
+            "points_per_side",
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "crop_n_layers",
+            "min_mask_region_area",
+        )
+        if getattr(args, k) is not None
+    }
+    with SamClient(args.server, timeout_s=None) as client:
+        try:
+            records = client.generate_masks(data, **options)
+        except grpc.RpcError as exc:
+            sys.exit(f"{exc.code().name}: {exc.details()}")
+    records.sort(key=lambda r: r.area, reverse=True)  # small masks drawn last stay visible
+    rgb = decode_image(data, max_pixels=1 << 62, min_side=1)
+    overlay(rgb, [r.segmentation for r in records]).save(args.out)
+    print(f"{len(records)} masks; overlay {args.out}")
+
+
 def _embed(args) -> None:
     from samserve.client import SamClient
 
@@ -184,6 +214,16 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--single", action="store_true", help="multimask_output=false")
     g.add_argument("--server", default="127.0.0.1:50051")
 
+    a = sub.add_parser("amg", help="segment everything (automatic mask generation); write an overlay PNG")
+    a.add_argument("image")
+    a.add_argument("--out", default="amg.png")
+    a.add_argument("--points-per-side", dest="points_per_side", type=int)
+    a.add_argument("--pred-iou-thresh", dest="pred_iou_thresh", type=float)
+    a.add_argument("--stability-score-thresh", dest="stability_score_thresh", type=float)
+    a.add_argument("--crop-n-layers", dest="crop_n_layers", type=int)
+    a.add_argument("--min-mask-region-area", dest="min_mask_region_area", type=int)
+    a.add_argument("--server", default="127.0.0.1:50051")
+
     b = sub.add_parser("build", help="write a model repository (python -m build_engines)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -200,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         _configure_logging("WARNING")
         if args.command == "segment" and not args.point and args.box is None:
             p.error("segment needs at least one --point or a --box")
-        {"embed": _embed, "segment": _segment}[args.command](args)
+        {"embed": _embed, "segment": _segment, "amg": _amg}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,34 @@ def segmentation_from_pb(r: pb.SegmentResponse) -> Segmentation:
     return Segmentation(r.image_id, (r.original_size.height, r.original_size.width), r.cached, prompts)
 
 
+@dataclass
+class AmgRecord:
+    """A SamAutomaticMaskGenerator record, segmentation decoded to (H, W) bool."""
+
+    segmentation: np.ndarray
+    bbox: list[int]
+    area: int
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]]
+    crop_box: list[int]
+
+
+def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
+    return [
+        AmgRecord(
+            decode_mask(m.segmentation),
+            list(m.bbox),
+            m.area,
+            m.predicted_iou,
+            m.stability_score,
+            [[p.x, p.y] for p in m.point_coords],
+            list(m.crop_box),
+        )
+        for m in r.masks
+    ]
+
+
 class SamClient:
     def __init__(self, target: str, timeout_s: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024):
         self.channel = grpc.insecure_channel(
@@ -129,3 +157,13 @@ class SamClient:
         else:
             req.image_id = image_id or ""
         return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s))
+
+    def generate_masks_pb(
+        self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, **options
+    ) -> pb.GenerateMasksResponse:
+        """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
+        req = pb.GenerateMasksRequest(image=image, options=pb.AmgOptions(**options), output_format=output_format)
+        return self.stub.GenerateMasks(req, timeout=self.timeout_s)
+
+    def generate_masks(self, image: bytes, **options) -> list[AmgRecord]:
+        return amg_records_from_pb(self.generate_masks_pb(image, **options))

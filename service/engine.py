@@ -18,6 +18,8 @@ from samserve.backends.cache import RedisCache
 from samserve.backends.triton import TritonBackend
 from samserve.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
 from samserve.metrics import Metrics
+from samserve.pipeline.amg_options import AmgOptions
+from samserve.pipeline.amg_records import MaskRecord, records_from_arrays
 from samserve.pipeline.embedding_codec import (
     CorruptEntry,
     ImageEmbedding,
@@ -59,6 +61,14 @@ class SegmentResult:
     original_size: tuple[int, int]
     cached: bool
     outputs: list[PromptOutput]
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    image_id: str
+    original_size: tuple[int, int]
+    cached: bool
+    records: list[MaskRecord]
 
 
 class Deadline:
@@ -313,6 +323,25 @@ class SamEngine:
         for index, out in zip([i for i, _ in jobs], await asyncio.gather(*(j for _, j in jobs)), strict=True):
             outputs[index] = out
         return SegmentResult(image_id, entry.original_size, cached, outputs)  # type: ignore[arg-type]
+
+    async def generate_masks(
+        self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline
+    ) -> GenerateResult:
+        """SamAutomaticMaskGenerator inside Triton. Options and the work budget are checked
+        before any work; the whole-image embedding comes from the cache when it is there."""
+        opts.validate()
+        opts.check_budget(self.settings.amg_max_points)
+        image_id, entry, cached = await self.embedding(image, deadline)
+        rgb = None
+        if opts.crop_n_layers > 0:  # crops are embedded from the pixels
+            rgb = await self._cpu(decode_image, image, self.settings.max_image_pixels, self.settings.min_image_side)
+        started = time.perf_counter()
+        arrays = await self.triton.generate_masks(
+            entry.embedding, rgb, entry.original_size, opts.to_json(), deadline.remaining("generating masks")
+        )
+        self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
+        records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
+        return GenerateResult(image_id, entry.original_size, cached, records)
 
     async def ready(self) -> bool:
         """Triton's models are ready (the model info is re-read when they come back)."""

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_prompts_per_request: int = Field(64, ge=1)
     max_points_per_prompt: int = Field(64, ge=1)
     max_concurrent_requests: int = Field(64, ge=1, description="beyond this, RESOURCE_EXHAUSTED")
+    amg_max_points: int = Field(
+        16384, ge=1, description="GenerateMasks budget: point prompts over all crops; beyond it RESOURCE_EXHAUSTED"
+    )
     cpu_workers: int = Field(2, ge=1, description="threads for decode/resize/mask encoding")
 
     # embedded default (samserve serve)

@@ -15,6 +15,15 @@ from samserve.pipeline.model_info import ModelInfo
 log = logging.getLogger(__name__)
 ENCODER = "sam_encoder"
 DECODER = "sam_decoder"
+AMG = "sam_amg_generate"
+AMG_OUTPUTS = ["rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes"]
+DTYPES = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.object_): "BYTES",
+}
 
 
 def _translate(exc: InferenceServerException, what: str) -> SamServeError:
@@ -62,7 +71,7 @@ class TritonBackend:
     ) -> list[np.ndarray]:
         inputs = []
         for name, arr in arrays.items():
-            dtype = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16"}[arr.dtype]
+            dtype = DTYPES[arr.dtype]
             inp = InferInput(name, list(arr.shape), dtype)
             inp.set_data_from_numpy(np.ascontiguousarray(arr))
             inputs.append(inp)
@@ -105,3 +114,22 @@ class TritonBackend:
             deadline_s,
         )
         return masks[0], iou[0]
+
+    async def generate_masks(
+        self,
+        image_embeddings: np.ndarray,
+        image: np.ndarray | None,
+        original_size: tuple[int, int],
+        options_json: str,
+        deadline_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """sam_amg_generate on one image: the per-mask output arrays, batch dimension removed."""
+        inputs = {
+            "image_embeddings": image_embeddings,
+            "original_size": np.array([original_size], dtype=np.int64),
+            "amg_options": np.array([[options_json.encode()]], dtype=np.object_),
+        }
+        if image is not None:
+            inputs["image"] = image[None]
+        arrays = await self._infer(AMG, inputs, AMG_OUTPUTS, deadline_s)
+        return {name: arr[0] for name, arr in zip(AMG_OUTPUTS, arrays, strict=True)}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from samserve.engine import EmbedResult, PromptOutput, SegmentResult
+from samserve.engine import EmbedResult, GenerateResult, PromptOutput, SegmentResult
 from samserve.errors import InvalidInput
+from samserve.pipeline.amg_options import AmgOptions
 from samserve.pipeline.mask_formats import MaskFormat
 from samserve.pipeline.prompts import Prompt
 from samserve.v1 import samserve_pb2 as pb
@@ -99,3 +100,24 @@ def segment_response(r: SegmentResult, fmt: MaskFormat) -> pb.SegmentResponse:
         cached=r.cached,
         results=[_prompt_result(o, fmt, r.original_size) for o in r.outputs],
     )
+
+
+def amg_options_from_pb(o: pb.AmgOptions) -> AmgOptions:
+    """Set fields override the reference's defaults; AmgOptions.validate() checks ranges."""
+    given = {f.name: getattr(o, f.name) for f in o.DESCRIPTOR.fields if o.HasField(f.name)}
+    return AmgOptions(**given)
+
+
+def generate_response(r: GenerateResult, fmt: MaskFormat) -> pb.GenerateMasksResponse:
+    out = pb.GenerateMasksResponse(image_id=r.image_id, original_size=size_pb(r.original_size), cached=r.cached)
+    for rec in r.records:
+        out.masks.add(
+            segmentation=_mask_pb(rec.segmentation, fmt, r.original_size),
+            bbox=rec.bbox,
+            area=rec.area,
+            predicted_iou=rec.predicted_iou,
+            stability_score=rec.stability_score,
+            point_coords=[pb.PointXY(x=x, y=y) for x, y in rec.point_coords],
+            crop_box=rec.crop_box,
+        )
+    return out

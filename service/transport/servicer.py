@@ -38,3 +38,12 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
             deadline=Deadline(context.time_remaining()),
         )
         return messages.segment_response(result, fmt)
+
+    @rpc("GenerateMasks")
+    async def GenerateMasks(
+        self, request: pb.GenerateMasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateMasksResponse:
+        fmt = messages.mask_format(request.output_format)
+        opts = messages.amg_options_from_pb(request.options)
+        result = await self.engine.generate_masks(request.image, opts, fmt, Deadline(context.time_remaining()))
+        return messages.generate_response(result, fmt)

@@ -183,3 +183,77 @@ class SegmentResponse(_message.Message):
     cached: bool
     results: _containers.RepeatedCompositeFieldContainer[PromptResult]
     def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[PromptResult, _Mapping]]] = ...) -> None: ...
+
+class AmgOptions(_message.Message):
+    __slots__ = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+    POINTS_PER_SIDE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    PRED_IOU_THRESH_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_SCORE_THRESH_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_SCORE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BOX_NMS_THRESH_FIELD_NUMBER: _ClassVar[int]
+    CROP_N_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CROP_NMS_THRESH_FIELD_NUMBER: _ClassVar[int]
+    CROP_OVERLAP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_MASK_REGION_AREA_FIELD_NUMBER: _ClassVar[int]
+    points_per_side: int
+    points_per_batch: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float
+    box_nms_thresh: float
+    crop_n_layers: int
+    crop_nms_thresh: float
+    crop_overlap_ratio: float
+    crop_n_points_downscale_factor: int
+    min_mask_region_area: int
+    def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ...) -> None: ...
+
+class GenerateMasksRequest(_message.Message):
+    __slots__ = ("image", "options", "output_format")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    options: AmgOptions
+    output_format: MaskFormat
+    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ...) -> None: ...
+
+class PointXY(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class MaskRecord(_message.Message):
+    __slots__ = ("segmentation", "bbox", "area", "predicted_iou", "stability_score", "point_coords", "crop_box")
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    BBOX_FIELD_NUMBER: _ClassVar[int]
+    AREA_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_IOU_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    POINT_COORDS_FIELD_NUMBER: _ClassVar[int]
+    CROP_BOX_FIELD_NUMBER: _ClassVar[int]
+    segmentation: Mask
+    bbox: _containers.RepeatedScalarFieldContainer[int]
+    area: int
+    predicted_iou: float
+    stability_score: float
+    point_coords: _containers.RepeatedCompositeFieldContainer[PointXY]
+    crop_box: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, segmentation: _Optional[_Union[Mask, _Mapping]] = ..., bbox: _Optional[_Iterable[int]] = ..., area: _Optional[int] = ..., predicted_iou: _Optional[float] = ..., stability_score: _Optional[float] = ..., point_coords: _Optional[_Iterable[_Union[PointXY, _Mapping]]] = ..., crop_box: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GenerateMasksResponse(_message.Message):
+    __slots__ = ("image_id", "original_size", "cached", "masks")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    original_size: ImageSize
+    cached: bool
+    masks: _containers.RepeatedCompositeFieldContainer[MaskRecord]
+    def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., masks: _Optional[_Iterable[_Union[MaskRecord, _Mapping]]] = ...) -> None: ...

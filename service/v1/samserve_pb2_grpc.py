@@ -44,6 +44,11 @@ class SegmentAnythingStub:
                 request_serializer=samserve_dot_v1_dot_samserve__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=samserve_dot_v1_dot_samserve__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.GenerateMasks = channel.unary_unary(
+                '/samserve.v1.SegmentAnything/GenerateMasks',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentAnythingServicer:
@@ -63,6 +68,13 @@ class SegmentAnythingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateMasks(self, request, context):
+        """"Segment everything": SamAutomaticMaskGenerator, run inside Triton.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentAnythingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_SegmentAnythingServicer_to_server(servicer, server):
                     servicer.Segment,
                     request_deserializer=samserve_dot_v1_dot_samserve__pb2.SegmentRequest.FromString,
                     response_serializer=samserve_dot_v1_dot_samserve__pb2.SegmentResponse.SerializeToString,
+            ),
+            'GenerateMasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateMasks,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class SegmentAnything:
             '/samserve.v1.SegmentAnything/Segment',
             samserve_dot_v1_dot_samserve__pb2.SegmentRequest.SerializeToString,
             samserve_dot_v1_dot_samserve__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateMasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.SegmentAnything/GenerateMasks',
+            samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
