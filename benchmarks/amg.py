@@ -1,0 +1,114 @@
+"""Served automatic mask generation (gateway -> Triton sam_amg_generate) vs the reference
+SamAutomaticMaskGenerator in-process: same weights, same images, same options, same CPU,
+measured alternately in one run.
+
+    .venv/bin/python benchmarks/amg.py [--model small|vit_b] [--images 3]
+
+Options sets: "16x16" (16 points a side, no crops) and "8x8+crop1" (8 points a side, one crop
+layer), each with the reference's default thresholds and with the low thresholds the
+fidelity tests use on random weights (where the defaults filter out every mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.latency import load_model  # noqa: E402
+
+LOW = {
+    "pred_iou_thresh": 0.01,
+    "stability_score_thresh": 0.25,
+    "stability_score_offset": 0.02,
+    "box_nms_thresh": 1.0,
+    "crop_nms_thresh": 1.0,
+}
+CONFIGS = {
+    "16x16, default thresholds": {"points_per_side": 16},
+    "16x16, low thresholds": {"points_per_side": 16, **LOW},
+    "8x8+crop1, default thresholds": {"points_per_side": 8, "crop_n_layers": 1},
+    "8x8+crop1, low thresholds": {"points_per_side": 8, "crop_n_layers": 1, **LOW},
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["small", "vit_b"], default="small")
+    p.add_argument("--images", type=int, default=3, help="images per configuration")
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--width", type=int, default=1024)
+    args = p.parse_args()
+
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from build_engines.repository import write_cpu_repository
+    from samserve.client import SamClient
+    from samserve.embedded import start_redis, start_triton
+    from tests.support.images import encode, synthetic_image
+    from tests.support.stack import GatewayThread, gateway_settings
+
+    work = Path(tempfile.mkdtemp(prefix="samserve-amg-bench-"))
+    loaded = load_model(args.model)
+    repo = write_cpu_repository(loaded, work / "repo")
+    redis = start_redis()
+    triton = start_triton(repo, work / "triton.log", work)
+    gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
+    client = SamClient(gw.target, timeout_s=3600)
+    h, w = args.height, args.width
+    try:
+        warm = encode(synthetic_image(h, w, 999))
+        client.generate_masks(warm, points_per_side=2)
+        rows = []
+        seed = 0
+        for name, options in CONFIGS.items():
+            ref_t, served_t, cached_t, counts = [], [], [], []
+            for _ in range(args.images):
+                seed += 1
+                image = synthetic_image(h, w, seed)
+                data = encode(image)
+                t = time.perf_counter()
+                try:
+                    with torch.no_grad():
+                        ref = SamAutomaticMaskGenerator(loaded.sam, output_mode="coco_rle", **options).generate(image)
+                    n_ref = len(ref)
+                except IndexError:
+                    # the reference crashes in box_area when crop layers leave no mask at all
+                    n_ref = "crash"
+                ref_t.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                served = client.generate_masks_pb(data, **options)  # a new image: encoder included
+                served_t.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                client.generate_masks_pb(data, **options)  # now its embedding is cached
+                cached_t.append(time.perf_counter() - t)
+                counts.append((n_ref, len(served.masks)))
+            rows.append(
+                (name, statistics.median(ref_t), statistics.median(served_t), statistics.median(cached_t), counts)
+            )
+        print(
+            f"\nmodel {args.model} (S={loaded.img_size}), image {w}x{h}, {args.images} images per row, "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        print(
+            f"{'options':32s} {'reference s':>12s} {'served s':>9s} {'served/ref':>11s} {'cached s':>9s} "
+            f"{'cached/ref':>11s}  masks (ref, served)"
+        )
+        for name, r, s, c, counts in rows:
+            print(f"{name:32s} {r:12.2f} {s:9.2f} {s / r:11.2f} {c:9.2f} {c / r:11.2f}  {counts}")
+    finally:
+        client.close()
+        gw.stop()
+        triton.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
