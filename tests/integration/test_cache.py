@@ -143,3 +143,24 @@ def test_requests_succeed_without_redis_and_caching_resumes(own_redis_gateway, t
             assert c.embed(data).cached  # and caching works again
         finally:
             restarted.stop()
+
+
+def test_two_replicas_share_the_cache_and_run_the_encoder_once(gateway, triton_server, redis_server, triton_stats):
+    """Replica B waits on replica A's Redis lock instead of encoding the same new image again."""
+    other = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url))
+    try:
+        data = png_image(500, 500, 4242)
+        before = triton_stats.inferences("sam_encoder")
+
+        def one(target: str) -> bool:
+            with SamClient(target) as c:
+                return c.embed(data).cached
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            cached = list(pool.map(one, [gateway.target, other.target] * 2))
+        assert triton_stats.inferences("sam_encoder") == before + 1
+        assert cached.count(False) == 1
+        with SamClient(other.target) as c:
+            assert c.embed(data).cached
+    finally:
+        other.stop()
