@@ -9,6 +9,7 @@ PY=${PYTHON:-python3}
 PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)  # the dashboard-query tests
 ldconfig -p | grep -q "libpython${PYVER}.so.1.0" || packages+=("libpython${PYVER}")
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]} with apt-get"

@@ -35,3 +35,8 @@ class Metrics:
             registry=r,
         )
         self.encoder_runs = Counter("samserve_encoder_runs", "encoder calls made by this gateway", registry=r)
+        # known label values exist from the start (at 0), so rates and ratios are defined before the first event
+        for result in ("hit", "miss", "corrupt"):
+            self.cache.labels(result)
+        for op in ("get", "set", "delete", "lock", "unlock"):
+            self.cache_errors.labels(op)

@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# Two images, one file:
+#   docker build --target gateway -t samserve-gateway .   # the gRPC gateway: no PyTorch, non-root
+#   docker build --target triton  -t samserve-triton  .   # Triton + what the python-backend models import
+# Engines are GPU- and TensorRT-version-specific, so none is baked in: the Triton pod builds its
+# model repository on its node at start (deploy/k8s), keyed by GPU model and TensorRT version.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.08-py3
+
+FROM ${PYTHON_IMAGE} AS gateway
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SAMSERVE_HOST=0.0.0.0 \
+    SAMSERVE_EMBEDDED=false
+RUN groupadd --system --gid 10001 samserve \
+    && useradd --system --uid 10001 --gid samserve --no-create-home --shell /usr/sbin/nologin samserve
+WORKDIR /app
+COPY pyproject.toml README.md constraints.txt ./
+COPY service ./service
+COPY build_engines ./build_engines
+# runtime dependencies only (numpy, Pillow, grpcio, tritonclient, redis, pydantic, prometheus-client)
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && python -c "import sys, samserve.transport.server; assert 'torch' not in sys.modules"
+USER 10001:10001
+EXPOSE 50051 9090
+ENTRYPOINT ["samserve", "serve", "--no-embedded"]
+
+FROM ${TRITON_IMAGE} AS triton
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /opt/samserve
+COPY pyproject.toml README.md constraints.txt ./
+COPY service ./service
+COPY build_engines ./build_engines
+COPY model_repository ./model_repository
+# [build]: export + verify at start (torch, segment-anything, onnx); [triton]: what model.py imports
+RUN pip install --no-cache-dir -c constraints.txt ".[build]"
+# triton-server, the official image's non-root user
+USER 1000:1000
+EXPOSE 8000 8001 8002
+ENTRYPOINT ["tritonserver"]

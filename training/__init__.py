@@ -1,0 +1,1 @@
+"""Training a small SAM on synthetic shapes (the embedded default model)."""

@@ -1,0 +1,250 @@
+"""Train a small SAM (the reference's classes; encoder scaled down, prompt encoder and mask
+decoder at full size) on synthetic shapes, the way the SAM paper trains: a point from the
+ground-truth mask or a noisy box, then follow-up points from the error region with the previous
+low-res logits as mask input; focal + dice loss on masks (20:1), MSE on the IoU head; for the
+ambiguous single-point prompt only the best of the three masks gets the mask loss.
+
+    .venv/bin/python -m training.train --out models/sam_small_shapes.pth     # about an hour on 2 cores
+
+Deterministic for a seed (data and initialisation). Writes the checkpoint (reference
+state_dict format, float16) and a JSON of its training facts and held-out metrics beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from build_engines import torchvision_compat
+
+torchvision_compat.install()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from build_engines.models import build_small_sam  # noqa: E402
+from training.synthetic import make_scene, random_size  # noqa: E402
+
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+ARCH = {"img_size": 256, "encoder_embed_dim": 96, "encoder_depth": 4, "encoder_num_heads": 4}
+
+
+def to_input(image: np.ndarray, s: int) -> torch.Tensor:
+    """(h, w, 3) uint8 with max(h, w) == s -> (3, s, s): normalised, zero-padded (Sam.preprocess)."""
+    h, w = image.shape[:2]
+    x = np.zeros((3, s, s), dtype=np.float32)
+    x[:, :h, :w] = ((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
+    return torch.from_numpy(x)
+
+
+def focal_loss(logits: torch.Tensor, gt: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """(..., H, W) -> (...) mean sigmoid focal loss."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none")
+    p_t = p * gt + (1 - p) * (1 - gt)
+    loss = ce * (1 - p_t) ** gamma * (alpha * gt + (1 - alpha) * (1 - gt))
+    return loss.flatten(-2).mean(-1)
+
+
+def dice_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits).flatten(-2)
+    g = gt.flatten(-2)
+    return 1 - (2 * (p * g).sum(-1) + 1) / (p.sum(-1) + g.sum(-1) + 1)
+
+
+def mask_iou(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    pred = logits > 0
+    g = gt > 0.5
+    inter = (pred & g).flatten(-2).sum(-1).float()
+    union = (pred | g).flatten(-2).sum(-1).float()
+    return inter / union.clamp(min=1)
+
+
+def sample_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, float] | None:
+    ys, xs = np.nonzero(region)
+    if len(xs) == 0:
+        return None
+    i = int(rng.integers(0, len(xs)))
+    return float(xs[i]), float(ys[i])
+
+
+def noisy_box(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
+    w, h = box[2] - box[0], box[3] - box[1]
+    noise = rng.normal(0, 1, 4) * np.array([w, h, w, h]) * 0.1
+    box = box + np.clip(noise, -20, 20)
+    hh, ww = mask.shape
+    box[[0, 2]] = np.clip(box[[0, 2]], 0, ww - 1)
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, hh - 1)
+    return np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])])
+
+
+def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 20.0):
+    """Loss of one image's K instances over `iterations` rounds of prompting."""
+    s = sam.image_encoder.img_size
+    k = len(gt_np)
+    gt = torch.from_numpy(np.pad(gt_np, ((0, 0), (0, s - gt_np.shape[1]), (0, s - gt_np.shape[2])))).float()
+    gt = gt[:, None]  # (K, 1, S, S)
+    points = [[] for _ in range(k)]
+    labels = [[] for _ in range(k)]
+    boxes = None
+    if use_box:
+        boxes = torch.tensor(np.stack([noisy_box(rng, m) for m in gt_np]), dtype=torch.float32)
+    else:
+        for i, m in enumerate(gt_np):
+            points[i].append(sample_point(rng, m))
+            labels[i].append(1)
+    mask_input = None
+    total = torch.zeros(())
+    image_pe = sam.prompt_encoder.get_dense_pe()
+    for it in range(iterations):
+        multimask = it == 0 and not use_box
+        pts = None
+        if points[0]:
+            pts = (torch.tensor(points, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64))
+        sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
+        low, iou_pred = sam.mask_decoder(emb, image_pe, sparse, dense, multimask_output=multimask)
+        up = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)  # (K, C, S, S)
+        target = gt.expand_as(up)
+        mask_loss = focal_weight * focal_loss(up, target) + dice_loss(up, target)  # (K, C)
+        best = mask_loss.argmin(dim=1)
+        chosen = mask_loss.gather(1, best[:, None])[:, 0]
+        true_iou = mask_iou(up.detach(), target)
+        total = total + chosen.mean() + F.mse_loss(iou_pred, true_iou)
+        if it + 1 == iterations:
+            break
+        idx = torch.arange(k)
+        mask_input = low[idx, best][:, None].detach()
+        pred = (up[idx, best] > 0).numpy()
+        for i in range(k):
+            fn = gt_np[i] & ~pred[i, : gt_np.shape[1], : gt_np.shape[2]]
+            fp = pred[i, : gt_np.shape[1], : gt_np.shape[2]] & ~gt_np[i]
+            region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
+            p = sample_point(rng, region) or sample_point(rng, gt_np[i])
+            points[i].append(p)
+            labels[i].append(label if region.any() else 1)
+    return total / iterations
+
+
+def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+@torch.no_grad()
+def evaluate(sam, seed: int, n_images: int = 60) -> dict:
+    """Held-out scenes (a seed training never used): one positive point, or the exact box."""
+    from segment_anything import SamPredictor
+
+    sam.eval()
+    predictor = SamPredictor(sam)
+    rng = np.random.default_rng(seed)
+    point_ious, box_ious = [], []
+    for _ in range(n_images):
+        h, w = random_size(rng, sam.image_encoder.img_size)
+        scene = make_scene(rng, h, w)
+        predictor.set_image(scene.image)
+        for m in scene.masks:
+            if m.sum() < 200:
+                continue
+            x, y = sample_point(rng, m)
+            masks, scores, _ = predictor.predict(np.array([[x, y]]), np.array([1]))
+            pm = masks[int(np.argmax(scores))]
+            point_ious.append((pm & m).sum() / max(1, (pm | m).sum()))
+            ys, xs = np.nonzero(m)
+            masks, _, _ = predictor.predict(
+                box=np.array([xs.min(), ys.min(), xs.max(), ys.max()]), multimask_output=False
+            )
+            box_ious.append((masks[0] & m).sum() / max(1, (masks[0] | m).sum()))
+    pi, bi = np.array(point_ious), np.array(box_ious)
+    return {
+        "instances": len(pi),
+        "point_mean_iou": float(pi.mean()),
+        "point_frac_iou_ge_0.8": float((pi >= 0.8).mean()),
+        "box_mean_iou": float(bi.mean()),
+        "box_frac_iou_ge_0.85": float((bi >= 0.85).mean()),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=9000)
+    p.add_argument("--minutes", type=float, default=0, help="stop after this long (0: run all steps)")
+    p.add_argument("--images-per-step", type=int, default=2)
+    p.add_argument("--instances-per-image", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=3, help="prompting rounds per instance")
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument(
+        "--focal-weight",
+        type=float,
+        default=1.0,
+        help="focal : dice weight (the SAM paper: 20; from scratch and short, 20 collapses to all-background)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-seed", type=int, default=1_000_003)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    sam = build_small_sam(**ARCH, seed=args.seed).sam.train()
+    s = sam.image_encoder.img_size
+    decay = [p for n, p in sam.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in sam.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    )
+    started = time.monotonic()
+    smooth = None
+    bar = tqdm(range(args.steps), desc="training", unit="step", dynamic_ncols=True)
+    step = 0
+    for step in bar:
+        rng = np.random.default_rng([args.seed, step])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(300, args.steps // 10 + 1))
+        scenes = [make_scene(rng, *random_size(rng, s)) for _ in range(args.images_per_step)]
+        x = torch.stack([to_input(sc.image, s) for sc in scenes])
+        emb = sam.image_encoder(x)
+        loss = torch.zeros(())
+        for b, sc in enumerate(scenes):
+            k = min(args.instances_per_image, len(sc.masks))
+            chosen = rng.choice(len(sc.masks), size=k, replace=False)
+            loss = loss + prompt_losses(
+                sam, emb[b : b + 1], sc.masks[chosen], rng, bool(rng.random() < 0.5), args.iterations, args.focal_weight
+            )
+        loss = loss / len(scenes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        opt.step()
+        smooth = float(loss) if smooth is None else 0.98 * smooth + 0.02 * float(loss)
+        bar.set_postfix(loss=f"{smooth:.4f}")
+        if args.minutes and time.monotonic() - started > args.minutes * 60:
+            break
+    minutes = (time.monotonic() - started) / 60
+    metrics = evaluate(sam, args.eval_seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, args.out)
+    facts = {
+        "architecture": ARCH,
+        "steps": step + 1,
+        "minutes": round(minutes, 1),
+        "final_loss_smoothed": smooth,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "held_out": metrics,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
+    print(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()
