@@ -113,14 +113,29 @@ def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
 
 
 class SamClient:
-    def __init__(self, target: str, timeout_s: float | None = 120.0, max_message_bytes: int = 256 * 1024 * 1024):
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+    """token: sent as 'authorization: Bearer <token>'; root_certificates (PEM bytes) switch to
+    TLS; certificate_chain + private_key add a client certificate (mutual TLS)."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ):
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.stub = pb_grpc.SegmentAnythingStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -134,7 +149,11 @@ class SamClient:
         self.close()
 
     def embed(self, image: bytes, return_embedding: bool = False) -> pb.EmbedResponse:
-        return self.stub.Embed(pb.EmbedRequest(image=image, return_embedding=return_embedding), timeout=self.timeout_s)
+        return self.stub.Embed(
+            pb.EmbedRequest(image=image, return_embedding=return_embedding),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
+        )
 
     def segment(
         self,
@@ -156,14 +175,14 @@ class SamClient:
             req.image = image
         else:
             req.image_id = image_id or ""
-        return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s))
+        return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s, metadata=self.metadata))
 
     def generate_masks_pb(
         self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, **options
     ) -> pb.GenerateMasksResponse:
         """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
         req = pb.GenerateMasksRequest(image=image, options=pb.AmgOptions(**options), output_format=output_format)
-        return self.stub.GenerateMasks(req, timeout=self.timeout_s)
+        return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 
     def generate_masks(self, image: bytes, **options) -> list[AmgRecord]:
         return amg_records_from_pb(self.generate_masks_pb(image, **options))

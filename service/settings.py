@@ -19,6 +19,15 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # security
+    auth_tokens: str | None = Field(
+        None,
+        description="comma-separated bearer tokens; when set, samserve.v1 calls need 'authorization: Bearer <token>'",
+    )
+    tls_cert_file: Path | None = Field(None, description="server certificate (PEM); with tls_key_file enables TLS")
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(None, description="CA for client certificates: requires mutual TLS")
+
     # backends
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port")
     triton_timeout_s: float = Field(60.0, gt=0, description="upper bound on one Triton call")
@@ -50,6 +59,18 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.checkpoint is not None and not self.checkpoint.is_file():
             raise ValueError(f"checkpoint {self.checkpoint} does not exist")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for f in (self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{f} does not exist")
+        if self.auth_tokens is not None and not self.tokens():
+            raise ValueError("auth_tokens is set but holds no token")
         if ":" not in self.triton_url:
             raise ValueError(f"triton_url must be host:port, got {self.triton_url!r}")
         return self
+
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in (self.auth_tokens or "").split(",") if t.strip()]

@@ -16,6 +16,7 @@ from samserve.backends.triton import TritonBackend
 from samserve.engine import SamEngine
 from samserve.metrics import Metrics
 from samserve.settings import Settings
+from samserve.transport.auth import BearerTokenInterceptor, server_credentials
 from samserve.transport.servicer import SegmentAnythingServicer
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
@@ -78,7 +79,14 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.max_send_message_length", 256 * 1024 * 1024),
     ]
-    server = grpc.aio.server(options=options)
+    interceptors = []
+    if settings.auth_tokens:
+        interceptors.append(
+            BearerTokenInterceptor(
+                settings.tokens(), on_denied=lambda: metrics.requests.labels("any", "UNAUTHENTICATED").inc()
+            )
+        )
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     pb_grpc.add_SegmentAnythingServicer_to_server(
         SegmentAnythingServicer(engine, metrics, settings.max_concurrent_requests), server
     )
@@ -90,16 +98,21 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    creds = server_credentials(settings)
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the gRPC port {settings.host}:{settings.port}")
     await server.start()
     gateway = Gateway(server, engine, metrics, port, health_servicer)
     gateway._watch = asyncio.create_task(_watch_health(engine, health_servicer))
+    security = ("mutual TLS" if settings.tls_client_ca_file else "TLS") if creds else "plaintext"
     log.info(
-        "gRPC gateway listening on %s:%d (Triton %s, Redis %s)",
+        "gRPC gateway listening on %s:%d (%s, %s; Triton %s, Redis %s)",
         settings.host,
         port,
+        security,
+        "bearer tokens" if settings.auth_tokens else "no authentication",
         settings.triton_url,
         settings.redis_url or "disabled",
     )

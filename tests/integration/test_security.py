@@ -1,0 +1,146 @@
+"""Bearer tokens and TLS (server and mutual) on the gateway."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from samserve.client import SamClient
+from tests.support.images import png_image
+from tests.support.stack import GatewayThread, gateway_settings
+
+IMAGE = png_image(64, 64, 31)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl)."""
+    d = tmp_path_factory.mktemp("certs")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=samserve-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            f"{name}.pem",
+        )
+    return d
+
+
+@pytest.fixture(scope="module")
+def token_gateway(triton_server, redis_server):
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, auth_tokens="s3cret, other-token"))
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "s3cret2", ""], ids=["none", "wrong", "prefix", "empty"])
+def test_missing_or_wrong_token_is_unauthenticated(token_gateway, token):
+    with SamClient(token_gateway.target, token=token) as c, pytest.raises(grpc.RpcError) as err:
+        c.embed(IMAGE)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "Bearer" in err.value.details()
+
+
+@pytest.mark.parametrize("token", ["s3cret", "other-token"])
+def test_a_valid_token_is_served(token_gateway, token):
+    with SamClient(token_gateway.target, token=token) as c:
+        assert c.embed(IMAGE).original_size.width == 64
+
+
+def test_health_needs_no_token(token_gateway):
+    with grpc.insecure_channel(token_gateway.target) as ch:
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert r.status in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def test_tls_server(triton_server, redis_server, certs):
+    gw = GatewayThread(
+        gateway_settings(
+            triton_server.grpc_url,
+            redis_server.url,
+            tls_cert_file=certs / "server.pem",
+            tls_key_file=certs / "server.key",
+        )
+    )
+    try:
+        with SamClient(gw.target, root_certificates=(certs / "ca.pem").read_bytes(), timeout_s=10) as c:
+            assert c.embed(IMAGE).original_size.height == 64
+        with SamClient(gw.target, timeout_s=5) as c, pytest.raises(grpc.RpcError) as err:
+            c.embed(IMAGE)  # plaintext against a TLS port
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        gw.stop()
+
+
+def test_mutual_tls_requires_a_client_certificate(triton_server, redis_server, certs):
+    gw = GatewayThread(
+        gateway_settings(
+            triton_server.grpc_url,
+            redis_server.url,
+            tls_cert_file=certs / "server.pem",
+            tls_key_file=certs / "server.key",
+            tls_client_ca_file=certs / "ca.pem",
+        )
+    )
+    ca = (certs / "ca.pem").read_bytes()
+    try:
+        with SamClient(
+            gw.target,
+            root_certificates=ca,
+            private_key=(certs / "client.key").read_bytes(),
+            certificate_chain=(certs / "client.pem").read_bytes(),
+            timeout_s=10,
+        ) as c:
+            assert c.embed(IMAGE).original_size.height == 64
+        with SamClient(gw.target, root_certificates=ca, timeout_s=5) as c, pytest.raises(grpc.RpcError) as err:
+            c.embed(IMAGE)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        gw.stop()
