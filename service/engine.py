@@ -249,6 +249,7 @@ class SamEngine:
 
     # -- RPCs ---------------------------------------------------------------------------
     async def embed(self, data: bytes, return_embedding: bool, deadline: Deadline) -> EmbedResult:
+        deadline.remaining("starting")  # work for an expired request is not started
         image_id, entry, cached = await self.embedding(data, deadline)
         return EmbedResult(
             image_id,
@@ -269,6 +270,7 @@ class SamEngine:
         return_logits: bool,
         deadline: Deadline,
     ) -> SegmentResult:
+        deadline.remaining("starting")
         model = await self.model()
         s = self.settings
 
@@ -329,6 +331,7 @@ class SamEngine:
     ) -> GenerateResult:
         """SamAutomaticMaskGenerator inside Triton. Options and the work budget are checked
         before any work; the whole-image embedding comes from the cache when it is there."""
+        deadline.remaining("starting")
         opts.validate()
         opts.check_budget(self.settings.amg_max_points)
         image_id, entry, cached = await self.embedding(image, deadline)

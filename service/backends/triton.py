@@ -39,7 +39,19 @@ class TritonBackend:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self._client = triton.InferenceServerClient(url)
+        # reconnect fast after Triton restarts (gRPC's default backoff grows to two minutes);
+        # dns:/// targets (a headless Service) get round-robin over every resolved Triton pod
+        channel_args = [
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_send_message_length", 1 << 30),
+            ("grpc.max_receive_message_length", 1 << 30),
+            ("grpc.keepalive_time_ms", 30000),
+        ]
+        if url.startswith("dns:"):
+            channel_args.append(("grpc.lb_policy_name", "round_robin"))
+        self._client = triton.InferenceServerClient(url, channel_args=channel_args)
 
     async def close(self) -> None:
         await self._client.close()
