@@ -168,6 +168,38 @@ def _amg(args) -> None:
     print(f"{len(records)} masks; overlay {args.out}")
 
 
+def _bench(args) -> None:
+    from tqdm import tqdm
+
+    from samserve.bench_report import write_report
+    from samserve.loadgen import LoadGenerator
+    from samserve.pipeline.image import decode_image
+
+    image = Path(args.image).read_bytes()
+    h, w = decode_image(image, max_pixels=1 << 62, min_side=1).shape[:2]
+    ca = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    gen = LoadGenerator(
+        args.server,
+        image,
+        (w / 2, h / 2),
+        token=args.token,
+        timeout_s=args.timeout,
+        amg_points=args.amg_points,
+        root_certificates=ca,
+    )
+    runs = [(rpc, cache, c) for rpc in args.rpc for cache in args.cache for c in args.concurrency]
+    results = []
+    with tqdm(total=len(runs), desc="bench", unit="run") as bar:
+        for rpc, cache, c in runs:
+            bar.set_postfix_str(f"{rpc} {cache} c={c}")
+            with tqdm(desc=f"  {rpc} {cache} c={c}", unit="req", leave=False) as reqs:
+                results.append(asyncio.run(gen.run(rpc, cache, c, args.duration, args.mode, args.rate, reqs.update)))
+            bar.update()
+    report, images = write_report(results, Path(args.out), f"samserve bench against {args.server}")
+    print(report.read_text())
+    print(f"report {report}; plots {', '.join(str(p) for p in images)}")
+
+
 def _embed(args) -> None:
     from samserve.client import SamClient
 
@@ -224,6 +256,24 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--min-mask-region-area", dest="min_mask_region_area", type=int)
     a.add_argument("--server", default="127.0.0.1:50051")
 
+    def csv(kind):
+        return lambda text: [kind(v) for v in text.split(",") if v]
+
+    n = sub.add_parser("bench", help="load-test a running deployment; Markdown report and PNG plots")
+    n.add_argument("image", help="the image every request sends")
+    n.add_argument("--server", default="127.0.0.1:50051")
+    n.add_argument("--rpc", type=csv(str), default=["segment"], help="embed,segment,generate_masks")
+    n.add_argument("--cache", type=csv(str), default=["hit", "miss"], help="hit,miss")
+    n.add_argument("--concurrency", type=csv(int), default=[1, 2, 4, 8])
+    n.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    n.add_argument("--mode", choices=["closed", "open"], default="closed")
+    n.add_argument("--rate", type=float, help="open loop: requests per second")
+    n.add_argument("--amg-points", dest="amg_points", type=int, default=8, help="generate_masks points_per_side")
+    n.add_argument("--timeout", type=float, default=120.0)
+    n.add_argument("--token")
+    n.add_argument("--tls-ca", dest="tls_ca", help="CA certificate (PEM) for a TLS gateway")
+    n.add_argument("--out", default="bench-report")
+
     b = sub.add_parser("build", help="write a model repository (python -m build_engines)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -240,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         _configure_logging("WARNING")
         if args.command == "segment" and not args.point and args.box is None:
             p.error("segment needs at least one --point or a --box")
-        {"embed": _embed, "segment": _segment, "amg": _amg}[args.command](args)
+        {"embed": _embed, "segment": _segment, "amg": _amg, "bench": _bench}[args.command](args)
 
 
 if __name__ == "__main__":
