@@ -77,7 +77,9 @@ class RedisServer(ManagedProcess):
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def start_redis(port: int | None = None, maxmemory: str = "512mb", timeout: float = 20.0) -> RedisServer:
+def start_redis(
+    port: int | None = None, maxmemory: str = "512mb", timeout: float = 20.0, extra_args: list[str] | None = None
+) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server not found on PATH (Debian/Ubuntu: apt-get install redis-server)")
@@ -98,13 +100,14 @@ def start_redis(port: int | None = None, maxmemory: str = "512mb", timeout: floa
         "allkeys-lru",
         "--loglevel",
         "warning",
+        *(extra_args or []),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def ping() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # NOAUTH: up, with a password
 
     server = RedisServer("redis-server", proc, None, port)
     try:

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port")
     triton_timeout_s: float = Field(60.0, gt=0, description="upper bound on one Triton call")
     redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="empty to run without the cache")
+    redis_tls_ca_file: Path | None = Field(None, description="CA (PEM) to verify a rediss:// server")
     redis_timeout_s: float = Field(1.0, gt=0)
     redis_retry_after_s: float = Field(2.0, ge=0, description="after a Redis error, skip Redis this long")
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="embedding lifetime in the cache")

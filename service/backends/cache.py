@@ -25,9 +25,12 @@ class RedisCache:
         timeout_s: float,
         retry_after_s: float,
         on_error: Callable[[str], None] = lambda op: None,
+        tls_ca_file: str | None = None,
     ) -> None:
+        """url: redis://[:password@]host:port/db, or rediss:// for TLS (verified against tls_ca_file)."""
+        extra = {"ssl_ca_certs": tls_ca_file} if tls_ca_file and url.startswith("rediss://") else {}
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False, **extra
         )
         self._retry_after_s = retry_after_s
         self._skip_until = 0.0

@@ -68,6 +68,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> SamEngine:
             settings.redis_timeout_s,
             settings.redis_retry_after_s,
             on_error=lambda op: metrics.cache_errors.labels(op).inc(),
+            tls_ca_file=str(settings.redis_tls_ca_file) if settings.redis_tls_ca_file else None,
         )
     return SamEngine(settings, TritonBackend(settings.triton_url, settings.triton_timeout_s), cache, metrics)
 

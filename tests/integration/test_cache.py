@@ -164,3 +164,55 @@ def test_two_replicas_share_the_cache_and_run_the_encoder_once(gateway, triton_s
             assert c.embed(data).cached
     finally:
         other.stop()
+
+
+def test_redis_with_a_password(triton_server, triton_stats):
+    from samserve.embedded import start_redis
+
+    server = start_redis(extra_args=["--requirepass", "pa55word"])
+    good = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:pa55word@127.0.0.1:{server.port}/0"))
+    bad = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:wrong@127.0.0.1:{server.port}/0"))
+    try:
+        data = png_image(100, 120, 4343)
+        with SamClient(good.target) as c:
+            assert not c.embed(data).cached
+            assert c.embed(data).cached
+        with SamClient(bad.target) as c:  # wrong password: served, uncached, counted
+            assert not c.embed(data).cached
+        assert bad.metric("samserve_cache_errors_total", {"op": "get"}) >= 1
+    finally:
+        good.stop()
+        bad.stop()
+        server.stop()
+
+
+def test_redis_over_tls(triton_server, certs):
+    from samserve.embedded import free_port, start_redis
+
+    tls_port = free_port()
+    server = start_redis(
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(certs / "server.pem"),
+            "--tls-key-file",
+            str(certs / "server.key"),
+            "--tls-ca-cert-file",
+            str(certs / "ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]
+    )
+    gw = GatewayThread(
+        gateway_settings(triton_server.grpc_url, f"rediss://127.0.0.1:{tls_port}/0", redis_tls_ca_file=certs / "ca.pem")
+    )
+    try:
+        data = png_image(100, 120, 4344)
+        with SamClient(gw.target) as c:
+            assert not c.embed(data).cached
+            assert c.embed(data).cached
+        assert gw.metric("samserve_cache_errors_total", {"op": "get"}) == 0
+    finally:
+        gw.stop()
+        server.stop()
