@@ -86,21 +86,12 @@ class Deadline:
         return left
 
 
-def finish_prompt(
-    low_res: np.ndarray,
-    iou: np.ndarray,
-    multimask_output: bool,
-    model: ModelInfo,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-    fmt: MaskFormat,
-    return_logits: bool,
-) -> PromptOutput:
-    """One prompt's (4, L, L) logits and (4,) scores -> encoded masks at the original size."""
-    low, scores = select_masks(low_res[None], iou[None], multimask_output)
-    logits = postprocess_masks(low, model.img_size, input_size, original_size)[0]
-    masks = [encode_mask(m > model.mask_threshold, fmt) for m in logits]
-    return PromptOutput(masks, scores[0].astype(np.float32), low[0].copy() if return_logits else None)
+def masks_at_original_size(
+    low: np.ndarray, model: ModelInfo, input_size: tuple[int, int], original_size: tuple[int, int], fmt: MaskFormat
+) -> list:
+    """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
+    logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
+    return [encode_mask(m > model.mask_threshold, fmt) for m in logits]
 
 
 class SamEngine:
@@ -302,29 +293,32 @@ class SamEngine:
             )
         )
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
-        outputs: list[PromptOutput | None] = [None] * len(prompts)
-        jobs = []
+        selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # prompt -> ((C, L, L), (C,))
         for batch, (low_res, iou) in zip(batches, decoded, strict=True):
+            low, scores = select_masks(low_res, iou, multimask_output)
             for k, index in enumerate(batch.indices):
-                jobs.append(
-                    (
-                        index,
-                        self._cpu(
-                            finish_prompt,
-                            low_res[k],
-                            iou[k],
-                            multimask_output,
-                            model,
-                            entry.input_size,
-                            entry.original_size,
-                            fmt,
-                            return_logits,
-                        ),
-                    )
+                selected[index] = (low[k], scores[k])
+        n_masks = 3 if multimask_output else 1
+        # one job per mask: upsampling and encoding release the GIL, so the masks of a
+        # request are finished in parallel on the executor's threads
+        encoded = await asyncio.gather(
+            *(
+                self._cpu(
+                    masks_at_original_size, selected[i][0][c : c + 1], model, entry.input_size, entry.original_size, fmt
                 )
-        for index, out in zip([i for i, _ in jobs], await asyncio.gather(*(j for _, j in jobs)), strict=True):
-            outputs[index] = out
-        return SegmentResult(image_id, entry.original_size, cached, outputs)  # type: ignore[arg-type]
+                for i in range(len(prompts))
+                for c in range(n_masks)
+            )
+        )
+        outputs = [
+            PromptOutput(
+                masks=[m for part in encoded[i * n_masks : (i + 1) * n_masks] for m in part],
+                iou_predictions=selected[i][1].astype(np.float32),
+                low_res_logits=selected[i][0].copy() if return_logits else None,
+            )
+            for i in range(len(prompts))
+        ]
+        return SegmentResult(image_id, entry.original_size, cached, outputs)
 
     async def generate_masks(
         self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline
