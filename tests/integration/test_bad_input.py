@@ -4,6 +4,7 @@ no encoder run is wasted on a request that is rejected, and the server keeps ser
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 
 import grpc
@@ -179,16 +180,21 @@ def test_over_capacity_is_refused_quickly(triton_server, redis_server):
         images = [png_image(700, 700, 900 + i) for i in range(6)]
 
         def one(img):
+            started = time.monotonic()
             with SamClient(gw.target) as c:
                 try:
                     c.embed(img)
-                    return "OK"
+                    return "OK", time.monotonic() - started
                 except grpc.RpcError as exc:
-                    return exc.code().name
+                    return exc.code().name, time.monotonic() - started
 
         with cf.ThreadPoolExecutor(6) as pool:
-            codes = list(pool.map(one, images))
+            results = list(pool.map(one, images))
+        codes = [code for code, _ in results]
         assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes, codes
         assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
+        refused = [t for code, t in results if code == "RESOURCE_EXHAUSTED"]
+        served = [t for code, t in results if code == "OK"]
+        assert max(refused) < min(served), results  # refused at once, not after queueing
     finally:
         gw.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 
+import grpc
 import numpy as np
 import pytest
 import redis
@@ -120,28 +121,56 @@ def own_redis_gateway(triton_server):
 
 
 def test_requests_succeed_without_redis_and_caching_resumes(own_redis_gateway, triton_stats, fresh_seed):
+    """Redis killed under load: every request still succeeds (uncached); caching resumes when it returns."""
+    import threading
+    import time
+
     from samserve.embedded import start_redis
 
     gw, server = own_redis_gateway
     data = png_image(220, 180, fresh_seed)
+    load_images = [png_image(120, 140, fresh_seed * 100 + i) for i in range(4)]
+    failures: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        with SamClient(gw.target, timeout_s=30) as lc:
+            i = 0
+            while not stop.is_set():
+                try:
+                    lc.segment(load_images[i % 4], [POINT])
+                    served[0] += 1
+                except grpc.RpcError as exc:
+                    failures.append(exc.code().name)
+                i += 1
+
     with SamClient(gw.target) as c:
         assert not c.embed(data).cached
         assert c.embed(data).cached
-        server.kill()  # Redis gone mid-test
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        server.kill()  # Redis gone mid-load
+        time.sleep(1.0)
         before = triton_stats.inferences("sam_encoder")
         seg = c.segment(data, [POINT])
         assert not seg.cached and len(seg.prompts[0].masks) == 3
-        assert not c.embed(data).cached
-        assert triton_stats.inferences("sam_encoder") == before + 2
         assert gw.metric("samserve_cache_errors_total", {"op": "get"}) >= 1
         restarted = start_redis(port=server.port)  # Redis back on the same address
         try:
-            import time
-
-            time.sleep(0.3)  # past redis_retry_after_s
+            time.sleep(0.5)  # past redis_retry_after_s
+            stop.set()
+            for w in workers:
+                w.join(30)
+            assert not failures, failures
+            assert served[0] > 0
+            assert triton_stats.inferences("sam_encoder") > before
             assert not c.embed(data).cached  # the restarted Redis is empty
             assert c.embed(data).cached  # and caching works again
         finally:
+            stop.set()
             restarted.stop()
 
 
