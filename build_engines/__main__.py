@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m build_engines", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="model repository to write")
     p.add_argument("--target", choices=["cpu"], default="cpu")
-    p.add_argument("--checkpoint", type=Path, help="SAM checkpoint (.pth); omit for the small demo model")
+    p.add_argument("--checkpoint", type=Path, help="SAM checkpoint (.pth); omit for a small model with random weights")
     p.add_argument("--model-type", choices=MODEL_TYPES, default="vit_b")
     p.add_argument("--small-img-size", type=int, default=256, help="input size S of the small demo model")
     p.add_argument("--seed", type=int, default=0, help="weights seed of the small demo model")

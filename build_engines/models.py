@@ -22,7 +22,7 @@ from segment_anything.modeling import (  # noqa: E402
     TwoWayTransformer,
 )
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "small")
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,42 @@ def state_dict_digest(sam: Sam) -> str:
     return h.hexdigest()
 
 
+def small_architecture(state_dict: dict) -> dict:
+    """build_small_sam's arguments, read off a state_dict's shapes (pos_embed: input size and
+    width; blocks: depth; rel_pos: head width, window size, which blocks attend globally)."""
+    pos = state_dict["image_encoder.pos_embed"]
+    tokens, width = int(pos.shape[1]), int(pos.shape[-1])
+    depth = 1 + max(int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks."))
+    head_dim = int(state_dict["image_encoder.blocks.0.attn.rel_pos_h"].shape[1])
+    spans = [int(state_dict[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) for i in range(depth)]
+    global_blocks = [i for i, n in enumerate(spans) if n == 2 * tokens - 1]
+    windows = {(n + 1) // 2 for i, n in enumerate(spans) if i not in global_blocks}
+    return {
+        "img_size": tokens * 16,
+        "encoder_embed_dim": width,
+        "encoder_depth": depth,
+        "encoder_num_heads": width // head_dim,
+        "global_attn_indexes": global_blocks,
+        "window_size": windows.pop() if windows else 7,
+    }
+
+
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
-    """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) or any state_dict of the same architecture."""
+    """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, or a "small"
+    checkpoint of SAM's architecture with a scaled-down encoder (its shape read off the weights)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    model_id = f"{model_type}-{_sha256_file(path)[:16]}"
+    if model_type == "small":
+        state_dict = torch.load(path, map_location="cpu")
+        loaded = build_small_sam(**small_architecture(state_dict))
+        loaded.sam.load_state_dict(state_dict)  # float16 weights are copied into float32 parameters
+        return LoadedSam(loaded.sam.eval(), "small", model_id, random_weights=False)
     sam = sam_model_registry[model_type](checkpoint=str(path)).eval()
-    return LoadedSam(sam, model_type, f"{model_type}-{_sha256_file(path)[:16]}", random_weights=False)
+    return LoadedSam(sam, model_type, model_id, random_weights=False)
 
 
 def build_small_sam(
@@ -73,6 +100,8 @@ def build_small_sam(
     encoder_depth: int = 2,
     encoder_num_heads: int = 2,
     seed: int = 0,
+    global_attn_indexes: list[int] | None = None,
+    window_size: int = 7,
 ) -> LoadedSam:
     """SAM's exact architecture with a scaled-down image encoder and full-size prompt
     encoder / mask decoder, as `_build_sam` wires them, with weights drawn from `seed`."""
@@ -92,8 +121,8 @@ def build_small_sam(
             patch_size=16,
             qkv_bias=True,
             use_rel_pos=True,
-            global_attn_indexes=[encoder_depth - 1],
-            window_size=7,
+            global_attn_indexes=global_attn_indexes if global_attn_indexes is not None else [encoder_depth - 1],
+            window_size=window_size,
             out_chans=prompt_embed_dim,
         ),
         prompt_encoder=PromptEncoder(

@@ -18,23 +18,31 @@ def _configure_logging(level: str) -> None:
 
 
 # -- serve -------------------------------------------------------------------------------
-def _prepare_repository(settings) -> tuple[Path, bool]:
-    """The CPU model repository for the configured model, built once into the cache dir."""
+# The embedded default: a small SAM trained on synthetic shapes (training/train.py, models/MODEL_CARD.md).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "sam_small_shapes.pth"
+
+
+def _prepare_repository(settings) -> tuple[Path, str]:
+    """The CPU model repository for the configured model, built once into the cache dir.
+    Returns (repository, what is served)."""
     from build_engines.models import _sha256_file, build_small_sam, load_checkpoint
     from build_engines.repository import is_complete, write_cpu_repository
 
     repos = settings.cache_dir / "repositories"
-    if settings.checkpoint is None:
+    checkpoint, model_type = settings.checkpoint, settings.model_type
+    if checkpoint is None and DEFAULT_CHECKPOINT.is_file():
+        checkpoint, model_type = DEFAULT_CHECKPOINT, "small"
+    if checkpoint is None:
         loaded = build_small_sam()
         out = repos / loaded.model_id
         if not is_complete(out):
             write_cpu_repository(loaded, out)
-        return out, True
-    out = repos / f"{settings.model_type}-{_sha256_file(settings.checkpoint)[:16]}"
+        return out, "random"
+    out = repos / f"{model_type}-{_sha256_file(checkpoint)[:16]}"
     if not is_complete(out):
-        log.info("exporting %s to ONNX (once; cached in %s)", settings.checkpoint, out)
-        write_cpu_repository(load_checkpoint(settings.checkpoint, settings.model_type), out)
-    return out, False
+        log.info("exporting %s to ONNX (once; cached in %s)", checkpoint, out)
+        write_cpu_repository(load_checkpoint(checkpoint, model_type), out)
+    return out, "default" if checkpoint == DEFAULT_CHECKPOINT else "checkpoint"
 
 
 async def _serve(settings) -> None:
@@ -45,12 +53,17 @@ async def _serve(settings) -> None:
     stack = contextlib.ExitStack()
     try:
         if settings.embedded:
-            repo, random_weights = _prepare_repository(settings)
-            if random_weights:
+            repo, served = _prepare_repository(settings)
+            hint = "For real images: samserve serve --checkpoint sam_vit_b_01ec64.pth --model-type vit_b"
+            if served == "default":
                 log.warning(
-                    "serving the small DEMO model with RANDOM weights: masks are not meaningful. "
-                    "Pass a real checkpoint: samserve serve --checkpoint sam_vit_b_01ec64.pth --model-type vit_b"
+                    "serving the embedded default: a small SAM trained on synthetic shapes (%s). It segments "
+                    "simple shapes on plain or textured backgrounds, not natural images. %s",
+                    DEFAULT_CHECKPOINT,
+                    hint,
                 )
+            elif served == "random":
+                log.warning("serving a small DEMO model with RANDOM weights: masks are not meaningful. %s", hint)
             redis = start_redis()
             stack.callback(redis.stop)
             triton = start_triton(repo, settings.cache_dir / "logs" / "tritonserver.log", settings.cache_dir)
@@ -216,8 +229,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway (by default with local Redis and Triton)")
-    s.add_argument("--checkpoint", type=Path, help="SAM checkpoint, e.g. sam_vit_b_01ec64.pth (default: demo model)")
-    s.add_argument("--model-type", dest="model_type", choices=["vit_b", "vit_l", "vit_h"])
+    s.add_argument(
+        "--checkpoint", type=Path, help="SAM checkpoint, e.g. sam_vit_b_01ec64.pth (default: the small shapes model)"
+    )
+    s.add_argument("--model-type", dest="model_type", choices=["vit_b", "vit_l", "vit_h", "small"])
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--metrics-port", dest="metrics_port", type=int)

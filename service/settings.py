@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # embedded default (samserve serve)
     embedded: bool = Field(True, description="start local redis-server and tritonserver")
     checkpoint: Path | None = None
-    model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    model_type: Literal["vit_b", "vit_l", "vit_h", "small"] = "vit_b"
     cache_dir: Path = Field(Path.home() / ".cache" / "samserve")
 
     @model_validator(mode="after")
