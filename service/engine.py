@@ -165,7 +165,8 @@ class SamEngine:
         return entry
 
     async def _wait_for_other_replica(self, key: str, model: ModelInfo, deadline: Deadline) -> ImageEmbedding | None:
-        """Another replica holds the lock: poll the cache until it writes the entry or the lock expires."""
+        """Another replica holds the lock: poll the cache until it writes the entry, or until the
+        lock is gone without an entry (that replica failed) or expires."""
         give_up = time.monotonic() + self.settings.lock_ttl_s
         while time.monotonic() < give_up:
             deadline.remaining("waiting for another replica's encoder run")
@@ -173,6 +174,8 @@ class SamEngine:
             entry = await self._lookup(key, model)
             if entry is not None:
                 return entry
+            if self.cache is None or not await self.cache.exists(key + ":lock"):
+                return None
         return None
 
     async def _lead(
@@ -197,7 +200,7 @@ class SamEngine:
         """(image_id, embedding, cached). Concurrent requests for one new image share one
         encoder run (in this process through a future, across replicas through a Redis lock)."""
         model = await self.model()
-        image_id = image_sha256(data)
+        image_id = await self._cpu(image_sha256, data)  # hashlib releases the GIL on large inputs
         key = cache_key(model.model_id, PREPROCESS_VERSION, image_id)
         entry = await self._lookup(key, model)
         if entry is not None:

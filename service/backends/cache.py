@@ -64,8 +64,8 @@ class RedisCache:
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         return bool(await self._call("set", lambda: self._redis.set(key, value, ex=ttl_s), False))
 
-    async def delete(self, key: str) -> None:
-        await self._call("delete", lambda: self._redis.delete(key), None)
+    async def exists(self, key: str) -> bool:
+        return bool(await self._call("exists", lambda: self._redis.exists(key), False))
 
     async def acquire_lock(self, key: str, ttl_s: float) -> str | None:
         """A token when this caller holds `key` (SET NX PX); None when someone else does.

@@ -1,0 +1,29 @@
+"""The shipped model (models/sam_small_shapes.pth) served by its own Triton + gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "sam_small_shapes.pth"
+
+
+@pytest.fixture(scope="session")
+def trained_client(redis_server, cache_dir, tmp_path_factory):
+    from build_engines.models import load_checkpoint
+    from build_engines.repository import write_cpu_repository
+    from samserve.client import SamClient
+    from samserve.embedded import start_triton
+    from tests.support.stack import GatewayThread, gateway_settings
+
+    loaded = load_checkpoint(CHECKPOINT, "small")
+    repo = write_cpu_repository(loaded, tmp_path_factory.mktemp("trained") / "repo")
+    triton = start_triton(repo, tmp_path_factory.mktemp("trained-logs") / "triton.log", cache_dir)
+    gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url))
+    try:
+        with SamClient(gw.target, timeout_s=300) as client:
+            yield client
+    finally:
+        gw.stop()
+        triton.stop()
