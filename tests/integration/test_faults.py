@@ -50,7 +50,8 @@ def test_triton_killed_under_load_then_restarted(own_triton, redis_server, cache
     gw = GatewayThread(gateway_settings(own_triton.grpc_url, redis_server.url))
     try:
         wait_for(lambda: health(gw.target) == health_pb2.HealthCheckResponse.SERVING, 20, "SERVING")
-        images = [png_image(600, 800, 5000 + i) for i in range(24)]  # uncached: encoder work in flight
+        n = 64  # uncached images: encoder work in flight when Triton dies (the rest fail fast)
+        images = [png_image(300, 400, 5000 + i) for i in range(n)]
 
         def one(i: int) -> tuple[str, float]:
             started = time.monotonic()
@@ -63,8 +64,9 @@ def test_triton_killed_under_load_then_restarted(own_triton, redis_server, cache
             return code, time.monotonic() - started
 
         with cf.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(one, i) for i in range(24)]
-            time.sleep(0.5)
+            futures = [pool.submit(one, i) for i in range(n)]
+            while not any(f.done() for f in futures):  # load is flowing
+                time.sleep(0.01)
             own_triton.kill()  # SIGKILL, mid-load
             results = [f.result(timeout=DEADLINE_S + 5) for f in futures]
         codes = {code for code, _ in results}
