@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import load_model  # noqa: E402
+from benchmarks.stack import load_model, local_stack  # noqa: E402
 
 LOW = {
     "pred_iou_thresh": 0.01,
@@ -49,21 +48,12 @@ def main() -> None:
     import torch
     from segment_anything import SamAutomaticMaskGenerator
 
-    from build_engines.repository import write_cpu_repository
     from samserve.client import SamClient
-    from samserve.embedded import start_redis, start_triton
     from tests.support.images import encode, synthetic_image
-    from tests.support.stack import GatewayThread, gateway_settings
 
-    work = Path(tempfile.mkdtemp(prefix="samserve-amg-bench-"))
     loaded = load_model(args.model)
-    repo = write_cpu_repository(loaded, work / "repo")
-    redis = start_redis()
-    triton = start_triton(repo, work / "triton.log", work)
-    gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
-    client = SamClient(gw.target, timeout_s=3600)
     h, w = args.height, args.width
-    try:
+    with local_stack(loaded) as stack, SamClient(stack.gateways[0].target, timeout_s=3600) as client:
         warm = encode(synthetic_image(h, w, 999))
         client.generate_masks(warm, points_per_side=2)
         rows = []
@@ -103,11 +93,6 @@ def main() -> None:
         )
         for name, r, s, c, counts in rows:
             print(f"{name:32s} {r:12.2f} {s:9.2f} {s / r:11.2f} {c:9.2f} {c / r:11.2f}  {counts}")
-    finally:
-        client.close()
-        gw.stop()
-        triton.stop()
-        redis.stop()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import load_model  # noqa: E402
+from benchmarks.stack import load_model  # noqa: E402
 
 
 def decoder_inputs(e: int, prompts: int, rng: np.random.Generator):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,22 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from build_engines import torchvision_compat  # noqa: E402
-
-torchvision_compat.install()
-
-
-def load_model(name: str):
-    from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
-
-    if name == "small":
-        return build_small_sam()
-    import torch
-    from segment_anything import sam_model_registry
-
-    torch.manual_seed(0)
-    sam = sam_model_registry[name]().eval()
-    return LoadedSam(sam, name, f"{name}-random-{state_dict_digest(sam)[:12]}", random_weights=True)
+from benchmarks.stack import load_model, local_stack  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -58,21 +42,12 @@ def main() -> None:
 
     import tritonclient.grpc as tc
 
-    from build_engines.repository import write_cpu_repository
     from samserve.client import PromptSpec, SamClient
-    from samserve.embedded import start_redis, start_triton
     from tests.support.images import png_image
-    from tests.support.stack import GatewayThread, gateway_settings
 
-    work = Path(tempfile.mkdtemp(prefix="samserve-bench-"))
     loaded = load_model(args.model)
-    t = time.perf_counter()
-    repo = write_cpu_repository(loaded, work / "repo")
-    print(f"model {loaded.model_id}: exported + verified in {time.perf_counter() - t:.1f}s")
-    redis = start_redis()
-    triton = start_triton(repo, work / "triton.log", work)
-    gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
-    try:
+    with local_stack(loaded) as stack:
+        gw, triton = stack.gateways[0], stack.triton
         client = SamClient(gw.target, timeout_s=600)
         h, w = args.height, args.width
         prompt = [PromptSpec(points=[(w * 0.4, h * 0.5)], labels=[1])]
@@ -135,10 +110,6 @@ def main() -> None:
             p90 = float(np.percentile(times, 90))
             print(f"{name:50s} {med * 1e3:10.1f} {p90 * 1e3:9.1f} {med / seg_hit:10.2f} {med / bare:11.2f}")
         client.close()
-    finally:
-        gw.stop()
-        triton.stop()
-        redis.stop()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import load_model  # noqa: E402
+from benchmarks.stack import load_model, local_stack  # noqa: E402
 
 
 def main() -> None:
@@ -29,26 +28,18 @@ def main() -> None:
 
     import tritonclient.grpc as tc
 
-    from build_engines.repository import write_cpu_repository
     from samserve.client import PromptSpec, SamClient
-    from samserve.embedded import start_redis, start_triton
     from tests.support.images import png_image
-    from tests.support.stack import GatewayThread, gateway_settings
 
-    work = Path(tempfile.mkdtemp(prefix="samserve-scale-"))
     loaded = load_model(args.model)
-    repo = write_cpu_repository(loaded, work / "repo")
-    redis = start_redis()
-    triton = start_triton(repo, work / "triton.log", work)
-    a = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
-    b = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
-    stats = tc.InferenceServerClient(triton.grpc_url)
-
-    def encoder_runs() -> int:
-        return int(stats.get_inference_statistics("sam_encoder").model_stats[0].inference_count)
-
     prompt = [PromptSpec(points=[(100, 100)], labels=[1])]
-    try:
+    with local_stack(loaded, gateways=2) as stack:
+        a, b = stack.gateways
+        stats = tc.InferenceServerClient(stack.triton.grpc_url)
+
+        def encoder_runs() -> int:
+            return int(stats.get_inference_statistics("sam_encoder").model_stats[0].inference_count)
+
         with SamClient(a.target, timeout_s=600) as ca, SamClient(b.target, timeout_s=600) as cb:
             ca.segment(png_image(300, 400, 1), prompt)  # warm-up
             miss_a, hit_b = [], []
@@ -87,11 +78,6 @@ def main() -> None:
             f"{runs} encoder runs for {4 * len(concurrent_images)} requests, "
             f"{cached_flags.count(False)} of them ran it, {both:.1f} s"
         )
-    finally:
-        a.stop()
-        b.stop()
-        triton.stop()
-        redis.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""What the benchmarks share: the model under test and a local stack serving it."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from build_engines import torchvision_compat
+
+torchvision_compat.install()
+
+
+def load_model(name: str):
+    """ "small": the test model (random weights, S=256); "vit_b" / "vit_l" / "vit_h": Meta's
+    architecture with random weights (seed 0), S=1024: realistic cost, meaningless masks."""
+    from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
+
+    if name == "small":
+        return build_small_sam()
+    import torch
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    sam = sam_model_registry[name]().eval()
+    return LoadedSam(sam, name, f"{name}-random-{state_dict_digest(sam)[:12]}", random_weights=True)
+
+
+@dataclass
+class Stack:
+    repository: Path
+    triton: object  # samserve.embedded.TritonServer
+    redis: object  # samserve.embedded.RedisServer
+    gateways: list  # tests.support.stack.GatewayThread
+
+
+@contextlib.contextmanager
+def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-") -> Iterator[Stack]:
+    """Exports `loaded` to a CPU repository and serves it: redis-server, tritonserver and
+    `gateways` gateway replicas sharing them; everything stops on exit."""
+    from build_engines.repository import write_cpu_repository
+    from samserve.embedded import start_redis, start_triton
+    from tests.support.stack import GatewayThread, gateway_settings
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    repo = write_cpu_repository(loaded, work / "repo")
+    with contextlib.ExitStack() as stack:
+        redis = start_redis()
+        stack.callback(redis.stop)
+        triton = start_triton(repo, work / "triton.log", work)
+        stack.callback(triton.stop)
+        gws = []
+        for _ in range(gateways):
+            gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
+            stack.callback(gw.stop)
+            gws.append(gw)
+        yield Stack(repo, triton, redis, gws)
