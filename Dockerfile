@@ -37,8 +37,9 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
 COPY build_engines ./build_engines
 COPY model_repository ./model_repository
-# [build]: export + verify at start (torch, segment-anything, onnx); [triton]: what model.py imports
-RUN pip install --no-cache-dir -c constraints.txt ".[build]"
+# [build]: export + verify at start (torch, segment-anything, onnx); [triton]: what model.py imports;
+# [gpu]: the TensorRT Python API matching the image's TensorRT, to build plans on the node
+RUN pip install --no-cache-dir -c constraints.txt ".[build,gpu]"
 # triton-server, the official image's non-root user
 USER 1000:1000
 EXPOSE 8000 8001 8002

@@ -1,4 +1,8 @@
-"""python -m build_engines --out DIR [--checkpoint sam_vit_b_01ec64.pth --model-type vit_b]"""
+"""python -m build_engines --out DIR [--target cpu|gpu] [--checkpoint sam_vit_b_01ec64.pth --model-type vit_b]
+
+cpu: ONNX models served by ONNX Runtime in python-backend models (runs anywhere).
+gpu: TensorRT FP16 plans (needs an NVIDIA GPU and the tensorrt package; see gpu_repository.py).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,41 @@ from pathlib import Path
 
 from build_engines.models import MODEL_TYPES, build_small_sam, load_checkpoint
 from build_engines.repository import write_cpu_repository
+from build_engines.tensorrt_engines import DEFAULT_FP32_LAYER_TYPES, EngineLimits
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m build_engines", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="model repository to write")
-    p.add_argument("--target", choices=["cpu"], default="cpu")
+    p.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--checkpoint", type=Path, help="SAM checkpoint (.pth); omit for a small model with random weights")
     p.add_argument("--model-type", choices=MODEL_TYPES, default="vit_b")
     p.add_argument("--small-img-size", type=int, default=256, help="input size S of the small demo model")
     p.add_argument("--seed", type=int, default=0, help="weights seed of the small demo model")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |ONNX - PyTorch| accepted")
+    gpu = p.add_argument_group("gpu target")
+    gpu.add_argument("--encoder-max-batch", type=int, default=EngineLimits.encoder_max_batch)
+    gpu.add_argument("--decoder-max-prompts", type=int, default=EngineLimits.decoder_max_prompts)
+    gpu.add_argument("--decoder-max-points", type=int, default=EngineLimits.decoder_max_points)
+    gpu.add_argument(
+        "--fp32-layers",
+        default=",".join(DEFAULT_FP32_LAYER_TYPES),
+        help="TensorRT layer types kept in FP32 (comma-separated trt.LayerType names)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.checkpoint:
         loaded = load_checkpoint(args.checkpoint, args.model_type)
     else:
         loaded = build_small_sam(img_size=args.small_img_size, seed=args.seed)
-    write_cpu_repository(loaded, args.out, args.tolerance)
+    if args.target == "gpu":
+        from build_engines.gpu_repository import write_gpu_repository
+
+        limits = EngineLimits(args.encoder_max_batch, args.decoder_max_prompts, args.decoder_max_points)
+        fp32 = tuple(t.strip().upper() for t in args.fp32_layers.split(",") if t.strip())
+        write_gpu_repository(loaded, args.out, limits, args.tolerance, fp32)
+    else:
+        write_cpu_repository(loaded, args.out, args.tolerance)
 
 
 if __name__ == "__main__":

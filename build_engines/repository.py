@@ -39,7 +39,7 @@ def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, 
     }
 
 
-def _parameters_block(params: dict[str, str]) -> str:
+def parameters_block(params: dict[str, str]) -> str:
     lines = [
         f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()
     ]
@@ -59,7 +59,7 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
     for name in MODELS:
         shutil.copytree(CHECKED_IN / name, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
         config = tmp / name / "config.pbtxt"
-        config.write_text(config.read_text() + _parameters_block(params))
+        config.write_text(config.read_text() + parameters_block(params))
     encoder = export_encoder(loaded.sam, tmp / "sam_encoder" / "1" / "model.onnx")
     decoder = export_decoder(loaded.sam, tmp / "sam_decoder" / "1" / "model.onnx")
     report = verify(loaded.sam, encoder, decoder, tolerance)

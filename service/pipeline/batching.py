@@ -53,10 +53,12 @@ def run_decoder_batched(
     requests: Sequence[DecoderRequest],
     run: Callable[[Arrays], tuple[np.ndarray, np.ndarray]],
     max_prompts: int,
+    embedding_dtype: type = np.float32,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Groups the prompts of all requests by point count (the only shape that must match
-    in one model call), gives each prompt its image's embedding, runs `run` on at most
-    `max_prompts` prompts at a time and returns (low_res_masks, iou_predictions) per request."""
+    in one model call), gives each prompt its image's embedding (as `embedding_dtype`), runs
+    `run` on at most `max_prompts` prompts at a time and returns (low_res_masks,
+    iou_predictions) per request."""
     by_points: dict[int, list[tuple[int, int]]] = defaultdict(list)  # N -> [(request, prompt)]
     for r, req in enumerate(requests):
         for p in range(req.num_prompts):
@@ -67,7 +69,7 @@ def run_decoder_batched(
             chunk = members[start : start + max_prompts]
             feed = {
                 "image_embeddings": np.stack([requests[r].image_embeddings[0] for r, _ in chunk]).astype(
-                    np.float32, copy=False
+                    embedding_dtype, copy=False
                 ),
                 "point_coords": np.stack([requests[r].point_coords[p] for r, p in chunk]),
                 "point_labels": np.stack([requests[r].point_labels[p] for r, p in chunk]),

@@ -5,31 +5,20 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from samserve.backends.bls import bls
 from samserve.errors import SamServeError
 from samserve.pipeline.amg_generator import AutomaticMaskGenerator
 from samserve.pipeline.amg_options import AmgOptions
 from samserve.pipeline.model_info import ModelInfo
 
 
-def _bls(model_name, inputs, outputs):
-    request = pb_utils.InferenceRequest(
-        model_name=model_name,
-        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in inputs.items()],
-        requested_output_names=outputs,
-    )
-    response = request.exec()
-    if response.has_error():
-        raise RuntimeError(f"{model_name}: {response.error().message()}")
-    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
-
-
 def _encode(images):
-    return _bls("sam_encoder", {"images": images}, ["image_embeddings"])[0]
+    return bls("sam_encoder", {"images": images}, ["image_embeddings"])[0]
 
 
 def _decode(embedding, point_coords, point_labels):
     b, low = len(point_coords), 4 * embedding.shape[-1]
-    masks, iou = _bls(
+    masks, iou = bls(
         "sam_decoder",
         {
             "image_embeddings": embedding,

@@ -1,4 +1,6 @@
-"""sam_decoder (CPU): ONNX Runtime; prompts of all batched requests merged by point count."""
+"""sam_decoder: prompts of all batched requests merged by point count, then run by ONNX Runtime
+(CPU target) or, when the `core_model` parameter names one (GPU target), by that model (the
+TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts."""
 
 import json
 import os
@@ -7,9 +9,11 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from samserve.backends.bls import bls
 from samserve.pipeline.batching import DecoderRequest, run_decoder_batched
 
 INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+OUTPUTS = ["low_res_masks", "iou_predictions"]
 
 
 def _parse(request, emb_size):
@@ -37,13 +41,20 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.emb_size = int(params["img_size"]) // 16
         self.max_prompts = int(params.get("max_prompts_per_run", "64"))
+        self.core_model = params.get("core_model", "")
+        if self.core_model:
+            self.session = None
+            return
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
     def _run(self, feed):
-        masks, ious = self.session.run(["low_res_masks", "iou_predictions"], feed)
+        if self.core_model:  # its config declares has_mask_input as dims [1], reshaped to the engine's (B,)
+            feed = {**feed, "has_mask_input": feed["has_mask_input"].reshape(-1, 1)}
+            return tuple(bls(self.core_model, feed, OUTPUTS))
+        masks, ious = self.session.run(OUTPUTS, feed)
         return masks, ious
 
     def execute(self, requests):
@@ -56,7 +67,9 @@ class TritonPythonModel:
             except ValueError as exc:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         try:
-            outputs = run_decoder_batched(parsed, self._run, self.max_prompts)
+            outputs = run_decoder_batched(
+                parsed, self._run, self.max_prompts, np.float16 if self.core_model else np.float32
+            )
         except Exception as exc:
             outputs = [exc] * len(valid)
         for i, out in zip(valid, outputs, strict=True):

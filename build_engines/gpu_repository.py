@@ -1,0 +1,238 @@
+"""The GPU model repository: TensorRT FP16 plans for the encoder and the decoder, and the same
+python / ensemble models as the CPU repository, so the gateway talks to it unchanged.
+
+  sam_encoder       tensorrt_plan, dynamic batching over images (batch 1..encoder_max_batch)
+  sam_decoder_trt   tensorrt_plan, dynamic batching over prompts (1..decoder_max_prompts) of
+                    one point count
+  sam_decoder       the checked-in python model, as an adapter: it keeps the gateway's
+                    contract (one request = one image embedding + B ragged prompts), merges the
+                    requests of a dynamic batch grouped by point count, exactly as on the CPU,
+                    and runs each group through sam_decoder_trt over BLS instead of ONNX Runtime
+  sam_amg_generate, sam_amg   unchanged (sam_amg's shapes pinned to the plans' fixed S)
+
+Config generation is pure text (tested on any machine against Triton's ModelConfig protobuf);
+building and checking the engines needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from build_engines.models import LoadedSam
+from build_engines.repository import BUILD_INFO, CHECKED_IN, model_parameters, parameters_block
+from build_engines.tensorrt_engines import (
+    DEFAULT_FP32_LAYER_TYPES,
+    EMBED_DIM,
+    EngineLimits,
+    decoder_profile,
+    encoder_profile,
+)
+
+log = logging.getLogger(__name__)
+
+DECODER_CORE = "sam_decoder_trt"
+# Queue delays: an encoder run on a GPU takes tens of ms (ViT-B) to hundreds (ViT-H), so
+# waiting 5 ms for a second image costs little; a decoder run takes about a millisecond, so
+# its batcher waits at most 0.5 ms.
+ENCODER_QUEUE_DELAY_US = 5000
+DECODER_QUEUE_DELAY_US = 500
+
+
+def _dims(shape) -> str:
+    return "[ " + ", ".join(str(d) for d in shape) + " ]"
+
+
+def _preferred(profile_entry) -> list[int]:
+    _, (opt, *_), (hi, *_) = profile_entry
+    return sorted({opt, hi})
+
+
+def encoder_config(params: dict[str, str], limits: EngineLimits, instances: int = 1) -> str:
+    s = int(params["img_size"])
+    e = s // 16
+    profile = encoder_profile(s, limits)
+    preferred = _preferred(profile["images"])
+    return f"""# SAM image encoder, GPU target: TensorRT FP16 plan (written by build_engines).
+name: "sam_encoder"
+platform: "tensorrt_plan"
+max_batch_size: {limits.encoder_max_batch}
+input [
+  {{ name: "images", data_type: TYPE_FP32, dims: {_dims((3, s, s))} }}
+]
+output [
+  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((EMBED_DIM, e, e))} }}
+]
+dynamic_batching {{
+  preferred_batch_size: {_dims(preferred)}
+  max_queue_delay_microseconds: {ENCODER_QUEUE_DELAY_US}
+}}
+instance_group [ {{ count: {instances}, kind: KIND_GPU }} ]
+model_warmup [
+{_warmups("images", [("images", "TYPE_FP32", (3, s, s), "zero_data: true")], [1, *preferred])}
+]
+""" + parameters_block(params)
+
+
+def decoder_core_config(params: dict[str, str], limits: EngineLimits, instances: int = 1) -> str:
+    s = int(params["img_size"])
+    e, low = s // 16, s // 4
+    profile = decoder_profile(s, limits)
+    preferred = _preferred(profile["point_coords"])
+    warm_inputs = [
+        ("image_embeddings", "TYPE_FP16", (EMBED_DIM, e, e), "random_data: true"),
+        ("point_coords", "TYPE_FP32", (2, 2), "random_data: true"),
+        ("point_labels", "TYPE_FP32", (2,), "zero_data: true"),
+        ("mask_input", "TYPE_FP32", (1, low, low), "zero_data: true"),
+        ("has_mask_input", "TYPE_FP32", (1,), "zero_data: true"),
+    ]
+    return f"""# SAM prompt encoder + mask decoder, GPU target: TensorRT FP16 plan (written by
+# build_engines). The batch dimension is prompts; sam_decoder (the adapter) calls it over BLS
+# with prompts of one point count per request.
+name: "{DECODER_CORE}"
+platform: "tensorrt_plan"
+max_batch_size: {limits.decoder_max_prompts}
+input [
+  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((EMBED_DIM, e, e))} }},
+  {{ name: "point_coords", data_type: TYPE_FP32, dims: [ -1, 2 ] }},
+  {{ name: "point_labels", data_type: TYPE_FP32, dims: [ -1 ] }},
+  {{ name: "mask_input", data_type: TYPE_FP32, dims: {_dims((1, low, low))} }},
+  {{ name: "has_mask_input", data_type: TYPE_FP32, dims: [ 1 ], reshape: {{ shape: [ ] }} }}
+]
+output [
+  {{ name: "low_res_masks", data_type: TYPE_FP32, dims: {_dims((4, low, low))} }},
+  {{ name: "iou_predictions", data_type: TYPE_FP32, dims: [ 4 ] }}
+]
+dynamic_batching {{
+  preferred_batch_size: {_dims(preferred)}
+  max_queue_delay_microseconds: {DECODER_QUEUE_DELAY_US}
+}}
+instance_group [ {{ count: {instances}, kind: KIND_GPU }} ]
+model_warmup [
+{_warmups("prompts", warm_inputs, [1, *preferred])}
+]
+""" + parameters_block(params)
+
+
+def _warmups(label: str, inputs, batch_sizes) -> str:
+    """One warmup per batch size (1, so the first request is not the slow one, and the
+    preferred sizes the batcher will form)."""
+    blocks = []
+    for n in sorted(set(batch_sizes)):
+        entries = "\n".join(
+            f'    inputs {{ key: "{name}", value: {{ data_type: {dtype}, dims: {_dims(shape)}, {fill} }} }}'
+            for name, dtype, shape, fill in inputs
+        )
+        blocks.append(f'  {{\n    name: "{n} {label}"\n    batch_size: {n}\n{entries}\n  }}')
+    return ",\n".join(blocks)
+
+
+def adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
+    """The checked-in sam_decoder config, pointed at the plan instead of ONNX Runtime."""
+    header = f"# GPU target: this python model merges requests and runs them through {DECODER_CORE} over BLS.\n"
+    text = header + (CHECKED_IN / "sam_decoder" / "config.pbtxt").read_text()
+    extra = {"core_model": DECODER_CORE, "max_prompts_per_run": str(limits.decoder_max_prompts)}
+    return text + parameters_block({**params, **extra})
+
+
+def ensemble_config(params: dict[str, str]) -> str:
+    s, e = int(params["img_size"]), int(params["img_size"]) // 16
+    text = (CHECKED_IN / "sam_amg" / "config.pbtxt").read_text()
+    pinned = {
+        "dims: [ 3, -1, -1 ]": f"dims: {_dims((3, s, s))}",
+        "dims: [ 256, -1, -1 ]": f"dims: {_dims((EMBED_DIM, e, e))}",
+    }
+    for old, new in pinned.items():
+        if old not in text:
+            raise RuntimeError(f"sam_amg/config.pbtxt changed: {old!r} not found")
+        text = text.replace(old, new)
+    return text + parameters_block(params)
+
+
+def gpu_configs(loaded: LoadedSam, limits: EngineLimits) -> dict[str, str]:
+    """model name -> config.pbtxt text, for every model of the GPU repository."""
+    params = model_parameters(loaded)
+    amg = (CHECKED_IN / "sam_amg_generate" / "config.pbtxt").read_text() + parameters_block(params)
+    return {
+        "sam_encoder": encoder_config(params, limits),
+        DECODER_CORE: decoder_core_config(params, limits),
+        "sam_decoder": adapter_config(params, limits),
+        "sam_amg_generate": amg,
+        "sam_amg": ensemble_config(params),
+    }
+
+
+def write_gpu_repository(
+    loaded: LoadedSam,
+    out: Path,
+    limits: EngineLimits | None = None,
+    tolerance: float = 1e-3,
+    fp32_layer_types: tuple[str, ...] = DEFAULT_FP32_LAYER_TYPES,
+) -> Path:
+    """Exports and verifies ONNX (as for the CPU target), builds the plans (reusing those of a
+    previous build of `out` when their metadata matches this GPU, TensorRT and model), checks
+    them against PyTorch, and writes the repository. Needs a GPU and the tensorrt package."""
+    from build_engines.engine_accuracy import check_engines
+    from build_engines.export_onnx import export_decoder, export_encoder
+    from build_engines.tensorrt_engines import build_engine
+    from build_engines.verify import verify
+
+    limits = limits or EngineLimits()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, text in gpu_configs(loaded, limits).items():
+        (tmp / name / "1").mkdir(parents=True)
+        (tmp / name / "config.pbtxt").write_text(text)
+    for name in ("sam_decoder", "sam_amg_generate"):
+        shutil.copy(CHECKED_IN / name / "1" / "model.py", tmp / name / "1" / "model.py")
+    plans = {
+        "sam_encoder": tmp / "sam_encoder" / "1" / "model.plan",
+        DECODER_CORE: tmp / DECODER_CORE / "1" / "model.plan",
+    }
+    for name, plan in plans.items():  # candidates for reuse; build_engine decides
+        for suffix in (".plan", ".json"):
+            old = out / name / "1" / f"model{suffix}"
+            if old.is_file():
+                shutil.copy(old, plan.with_suffix(suffix))
+    timing_cache = out.with_name(out.name + ".timing-cache")
+    s = loaded.img_size
+    with tempfile.TemporaryDirectory() as work:
+        encoder_onnx = export_encoder(loaded.sam, Path(work) / "encoder.onnx")
+        decoder_onnx = export_decoder(loaded.sam, Path(work) / "decoder.onnx")
+        onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance)
+        metas = {
+            "sam_encoder": build_engine(
+                encoder_onnx,
+                plans["sam_encoder"],
+                encoder_profile(s, limits),
+                loaded.model_id,
+                fp32_layer_types,
+                timing_cache,
+            ),
+            DECODER_CORE: build_engine(
+                decoder_onnx,
+                plans[DECODER_CORE],
+                decoder_profile(s, limits),
+                loaded.model_id,
+                fp32_layer_types,
+                timing_cache,
+            ),
+        }
+    accuracy = check_engines(loaded.sam, plans["sam_encoder"], plans[DECODER_CORE])
+    info = {
+        "target": "gpu",
+        **model_parameters(loaded),
+        "limits": asdict(limits),
+        "onnx_verification": asdict(onnx_report),
+        "engines": {name: json.loads(m.to_json()) for name, m in metas.items()},
+        "engine_accuracy": asdict(accuracy),
+    }
+    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info("wrote GPU model repository for %s to %s", loaded.model_id, out)
+    return out
