@@ -1,8 +1,9 @@
 """Train a small SAM (the reference's classes; encoder scaled down, prompt encoder and mask
 decoder at full size) on synthetic shapes, the way the SAM paper trains: a point from the
 ground-truth mask or a noisy box, then follow-up points from the error region with the previous
-low-res logits as mask input; focal + dice loss on masks (20:1), MSE on the IoU head; for the
-ambiguous single-point prompt only the best of the three masks gets the mask loss.
+low-res logits as mask input; focal + dice loss on masks (1:1 here, see --focal-weight), MSE on
+the IoU head; for the ambiguous single-point prompt only the best of the three masks gets the
+mask loss.
 
     .venv/bin/python -m training.train --out models/sam_small_shapes.pth     # about an hour on 2 cores
 
@@ -86,7 +87,7 @@ def noisy_box(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     return np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])])
 
 
-def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 20.0):
+def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 1.0):
     """Loss of one image's K instances over `iterations` rounds of prompting."""
     s = sam.image_encoder.img_size
     k = len(gt_np)
