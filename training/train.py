@@ -193,6 +193,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=1_000_003)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--resume-every",
+        type=float,
+        default=5.0,
+        help="minutes between resume snapshots (<out>.resume.pt); a rerun of the same command continues from it",
+    )
     args = p.parse_args()
     from tqdm import tqdm
 
@@ -204,10 +210,21 @@ def main() -> None:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
-    started = time.monotonic()
-    smooth = None
-    bar = tqdm(range(args.steps), desc="training", unit="step", dynamic_ncols=True)
-    step = 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    resume_path = args.out.with_suffix(".resume.pt")
+    first, smooth, spent = 0, None, 0.0
+    if resume_path.exists():
+        snap = torch.load(resume_path, weights_only=False)
+        if snap["args"] != _resume_key(args):
+            raise SystemExit(f"{resume_path} was written by a different command; delete it to start over")
+        sam.load_state_dict(snap["model"])
+        opt.load_state_dict(snap["optimizer"])
+        first, smooth, spent = snap["next_step"], snap["smooth"], snap["minutes"]
+        print(f"resuming from {resume_path} at step {first} ({spent:.1f} min already spent)")
+    started = time.monotonic() - spent * 60
+    last_snap = time.monotonic()
+    bar = tqdm(range(first, args.steps), initial=first, total=args.steps, desc="training", unit="step", dynamic_ncols=True)
+    step = first
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
         for group in opt.param_groups:
@@ -227,8 +244,11 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         opt.step()
-        smooth = float(loss) if smooth is None else 0.98 * smooth + 0.02 * float(loss)
+        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smooth:.4f}")
+        if args.resume_every and time.monotonic() - last_snap > args.resume_every * 60:
+            _snapshot(resume_path, sam, opt, step + 1, smooth, (time.monotonic() - started) / 60, args)
+            last_snap = time.monotonic()
         if args.minutes and time.monotonic() - started > args.minutes * 60:
             break
     minutes = (time.monotonic() - started) / 60
@@ -244,7 +264,21 @@ def main() -> None:
         "held_out": metrics,
     }
     args.out.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
+    resume_path.unlink(missing_ok=True)
     print(json.dumps(facts, indent=2))
+
+
+def _resume_key(args) -> dict:
+    """The arguments that must match for a snapshot to continue the same run."""
+    return {k: str(v) for k, v in vars(args).items() if k not in ("minutes", "threads", "resume_every")}
+
+
+def _snapshot(path: Path, sam, opt, next_step: int, smooth, minutes: float, args) -> None:
+    """Write atomically, so a machine shut down mid-write leaves the previous snapshot intact."""
+    tmp = path.with_suffix(".tmp")
+    state = {"model": sam.state_dict(), "optimizer": opt.state_dict(), "next_step": next_step}
+    torch.save({**state, "smooth": smooth, "minutes": minutes, "args": _resume_key(args)}, tmp)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
