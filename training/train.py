@@ -223,7 +223,9 @@ def main() -> None:
         print(f"resuming from {resume_path} at step {first} ({spent:.1f} min already spent)")
     started = time.monotonic() - spent * 60
     last_snap = time.monotonic()
-    bar = tqdm(range(first, args.steps), initial=first, total=args.steps, desc="training", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        range(first, args.steps), initial=first, total=args.steps, desc="training", unit="step", dynamic_ncols=True
+    )
     step = first
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
