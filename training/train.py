@@ -191,6 +191,12 @@ def main() -> None:
         help="focal : dice weight (the SAM paper: 20; from scratch and short, 20 collapses to all-background)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this checkpoint's weights (a second stage with fresh data: pass another --seed)",
+    )
     p.add_argument("--eval-seed", type=int, default=1_000_003)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
@@ -204,6 +210,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     sam = build_small_sam(**ARCH, seed=args.seed).sam.train()
+    if args.init is not None:
+        sam.load_state_dict({k: v.float() for k, v in torch.load(args.init, weights_only=True).items()})
     s = sam.image_encoder.img_size
     decay = [p for n, p in sam.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in sam.named_parameters() if p.ndim <= 1]
