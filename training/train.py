@@ -234,7 +234,7 @@ def main() -> None:
     bar = tqdm(
         range(first, args.steps), initial=first, total=args.steps, desc="training", unit="step", dynamic_ncols=True
     )
-    step = first
+    step = first - 1  # the last step run, if the loop runs none
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
         for group in opt.param_groups:
