@@ -33,10 +33,24 @@ class TritonStats:
 
         self.client = tc.InferenceServerClient(url)
 
-    def counts(self, model: str) -> tuple[int, int]:
-        """(inference_count, execution_count) of a model so far."""
+    def _read(self, model: str) -> tuple[int, int]:
         s = self.client.get_inference_statistics(model_name=model).model_stats[0]
         return int(s.inference_count), int(s.execution_count)
+
+    def counts(self, model: str, settle_s: float = 0.15, limit_s: float = 5.0) -> tuple[int, int]:
+        """(inference_count, execution_count) of a model so far, once they hold still for
+        `settle_s`: Triton counts a request after its response has gone out, so a read right
+        after a reply (or while an earlier test's work drains) can miss it."""
+        import time
+
+        deadline = time.monotonic() + limit_s
+        last = self._read(model)
+        while True:
+            time.sleep(settle_s)
+            now = self._read(model)
+            if now == last or time.monotonic() > deadline:
+                return now
+            last = now
 
     def inferences(self, model: str) -> int:
         return self.counts(model)[0]
