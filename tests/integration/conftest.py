@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -41,8 +42,6 @@ class TritonStats:
         """(inference_count, execution_count) of a model so far, once they hold still for
         `settle_s`: Triton counts a request after its response has gone out, so a read right
         after a reply (or while an earlier test's work drains) can miss it."""
-        import time
-
         deadline = time.monotonic() + limit_s
         last = self._read(model)
         while True:
