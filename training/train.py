@@ -75,19 +75,24 @@ def sample_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, f
     return float(xs[i]), float(ys[i])
 
 
-def noisy_box(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+def noisy_box(rng: np.random.Generator, mask: np.ndarray, input_size: int) -> np.ndarray:
+    """The SAM paper's box noise: std 10% of the side, at most 20 px in its 1024-px input frame
+    (so at most 20 * input_size / 1024 px here)."""
     ys, xs = np.nonzero(mask)
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
     w, h = box[2] - box[0], box[3] - box[1]
     noise = rng.normal(0, 1, 4) * np.array([w, h, w, h]) * 0.1
-    box = box + np.clip(noise, -20, 20)
+    limit = 20 * input_size / 1024
+    box = box + np.clip(noise, -limit, limit)
     hh, ww = mask.shape
     box[[0, 2]] = np.clip(box[[0, 2]], 0, ww - 1)
     box[[1, 3]] = np.clip(box[[1, 3]], 0, hh - 1)
     return np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])])
 
 
-def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 1.0):
+def prompt_losses(
+    sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 1.0, iou_weight: float = 1.0
+):
     """Loss of one image's K instances over `iterations` rounds of prompting."""
     s = sam.image_encoder.img_size
     k = len(gt_np)
@@ -97,7 +102,7 @@ def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_we
     labels = [[] for _ in range(k)]
     boxes = None
     if use_box:
-        boxes = torch.tensor(np.stack([noisy_box(rng, m) for m in gt_np]), dtype=torch.float32)
+        boxes = torch.tensor(np.stack([noisy_box(rng, m, s) for m in gt_np]), dtype=torch.float32)
     else:
         for i, m in enumerate(gt_np):
             points[i].append(sample_point(rng, m))
@@ -118,7 +123,7 @@ def prompt_losses(sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_we
         best = mask_loss.argmin(dim=1)
         chosen = mask_loss.gather(1, best[:, None])[:, 0]
         true_iou = mask_iou(up.detach(), target)
-        total = total + chosen.mean() + F.mse_loss(iou_pred, true_iou)
+        total = total + chosen.mean() + iou_weight * F.mse_loss(iou_pred, true_iou)
         if it + 1 == iterations:
             break
         idx = torch.arange(k)
@@ -190,6 +195,12 @@ def main() -> None:
         default=1.0,
         help="focal : dice weight (the SAM paper: 20; from scratch and short, 20 collapses to all-background)",
     )
+    p.add_argument(
+        "--iou-weight",
+        type=float,
+        default=1.0,
+        help="weight of the IoU head's MSE (it ranks the three masks of a single point; the paper: 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init",
@@ -247,7 +258,14 @@ def main() -> None:
             k = min(args.instances_per_image, len(sc.masks))
             chosen = rng.choice(len(sc.masks), size=k, replace=False)
             loss = loss + prompt_losses(
-                sam, emb[b : b + 1], sc.masks[chosen], rng, bool(rng.random() < 0.5), args.iterations, args.focal_weight
+                sam,
+                emb[b : b + 1],
+                sc.masks[chosen],
+                rng,
+                bool(rng.random() < 0.5),
+                args.iterations,
+                args.focal_weight,
+                args.iou_weight,
             )
         loss = loss / len(scenes)
         opt.zero_grad(set_to_none=True)

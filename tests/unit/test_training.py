@@ -1,0 +1,65 @@
+"""training/: the synthetic scenes and the pieces of a training step (not a training run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.synthetic import make_scene, random_size
+from training.train import lr_at, noisy_box, prompt_losses, to_input
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scenes_are_deterministic_and_masks_are_disjoint_visible_parts(seed):
+    a = make_scene(np.random.default_rng(seed), *random_size(np.random.default_rng(seed), 256))
+    b = make_scene(np.random.default_rng(seed), *random_size(np.random.default_rng(seed), 256))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    h, w = a.image.shape[:2]
+    assert max(h, w) == 256 and 0.5 <= w / h <= 2.01
+    assert a.masks.shape[1:] == (h, w) and a.masks.dtype == bool
+    assert len(a.kinds) == len(a.masks) >= 1
+    assert (a.masks.sum(axis=0) <= 1).all()  # a pixel belongs to at most one visible shape
+    assert (a.masks.sum(axis=(1, 2)) >= 60).all()
+
+
+def test_box_noise_is_the_papers_scaled_to_the_input_frame():
+    mask = np.zeros((200, 256), dtype=bool)
+    mask[50:150, 60:200] = True
+    rng = np.random.default_rng(0)
+    boxes = np.stack([noisy_box(rng, mask, 256) for _ in range(500)])
+    exact = np.array([60, 50, 199, 149])
+    shift = np.abs(boxes - exact)
+    assert shift.max() <= 20 * 256 / 1024 + 1e-9  # 20 px at 1024 -> 5 px at 256
+    assert shift.mean() > 1  # and it is noisy
+    assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 255 and boxes[:, [1, 3]].max() <= 199
+
+
+def test_learning_rate_warms_up_then_anneals_to_zero():
+    assert lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("use_box", [False, True])
+def test_prompt_losses_train_the_decoder_and_weight_the_iou_head(use_box):
+    from build_engines.models import build_small_sam
+
+    torch.set_num_threads(1)
+    sam = build_small_sam(img_size=128, seed=0).sam.train()
+    rng = np.random.default_rng(3)
+    scene = make_scene(rng, *random_size(rng, 128))
+    emb = sam.image_encoder(to_input(scene.image, 128)[None])
+
+    def loss(iou_weight):
+        return prompt_losses(sam, emb, scene.masks[:2], np.random.default_rng(7), use_box, 2, 1.0, iou_weight)
+
+    l0, l1, l2 = loss(0.0), loss(1.0), loss(2.0)
+    assert torch.isfinite(l1) and l1 > l0 > 0
+    # same prompts (same generator), so the IoU term enters linearly with its weight
+    assert (l2 - l1).item() == pytest.approx((l1 - l0).item(), rel=1e-4, abs=1e-7)
+    l1.backward()
+    for module in (sam.mask_decoder.iou_prediction_head, sam.mask_decoder.output_upscaling, sam.image_encoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
