@@ -13,7 +13,6 @@ from training.synthetic import make_scene, random_size
 
 HELD_OUT_SEED = 2_000_003  # training draws default_rng([seed, step]); its evaluation 1_000_003
 MIN_AREA = 200  # shapes smaller than this are not scored (a few low-res mask cells)
-RESULTS: dict[str, float] = {}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,7 +71,6 @@ AMG_FLOOR = 0.25
 
 def test_one_positive_point_segments_the_shape(prompt_results):
     point, _ = prompt_results
-    RESULTS.update(point_instances=len(point), point_mean_iou=point.mean(), point_frac_ge_0_8=(point >= 0.8).mean())
     print(
         f"\npoint prompts: {len(point)} shapes, mean IoU {point.mean():.3f}, IoU >= 0.8 in {(point >= 0.8).mean():.1%}"
     )
@@ -89,7 +87,6 @@ def test_one_positive_point_meets_the_issue_bar(prompt_results):
 
 def test_a_box_segments_the_shape(prompt_results):
     _, box = prompt_results
-    RESULTS.update(box_mean_iou=box.mean(), box_frac_ge_0_85=(box >= 0.85).mean())
     print(f"\nbox prompts: {len(box)} shapes, mean IoU {box.mean():.3f}, IoU >= 0.85 in {(box >= 0.85).mean():.1%}")
     assert box.mean() >= BOX_FLOOR["mean_iou"]
     assert (box >= 0.85).mean() >= BOX_FLOOR["frac"]
@@ -112,7 +109,6 @@ def amg_recall(trained_client):
                 continue
             total += 1
             found += any(iou(p, m) >= 0.7 for p in predicted)
-    RESULTS.update(amg_shapes=total, amg_recall=found / max(total, 1))
     print(
         f"\nAMG (points_per_side 16, other options the reference's defaults): {found}/{total} shapes "
         f"recovered with IoU >= 0.7 ({found / max(total, 1):.1%})"
