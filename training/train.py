@@ -28,7 +28,7 @@ torchvision_compat.install()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from build_engines.models import build_small_sam  # noqa: E402
+from build_engines.models import build_small_sam, small_architecture  # noqa: E402
 from training.synthetic import make_scene, random_size  # noqa: E402
 
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -180,6 +180,17 @@ def evaluate(sam, seed: int, n_images: int = 60) -> dict:
     }
 
 
+def initial_model(init: Path | None, seed: int):
+    """(model in train mode, its architecture): ARCH drawn from `seed`, or `init`'s weights in
+    `init`'s shape (a wider encoder made by training.widen trains on as it is)."""
+    state = None if init is None else {k: v.float() for k, v in torch.load(init, weights_only=True).items()}
+    arch = ARCH if state is None else small_architecture(state)
+    sam = build_small_sam(**arch, seed=seed).sam.train()
+    if state is not None:
+        sam.load_state_dict(state)
+    return sam, arch
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -206,7 +217,7 @@ def main() -> None:
         "--init",
         type=Path,
         default=None,
-        help="start from this checkpoint's weights (a second stage with fresh data: pass another --seed)",
+        help="start from this checkpoint's weights and shape (a second stage with fresh data: pass another --seed)",
     )
     p.add_argument("--eval-seed", type=int, default=1_000_003)
     p.add_argument("--threads", type=int, default=2)
@@ -220,9 +231,7 @@ def main() -> None:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
-    sam = build_small_sam(**ARCH, seed=args.seed).sam.train()
-    if args.init is not None:
-        sam.load_state_dict({k: v.float() for k, v in torch.load(args.init, weights_only=True).items()})
+    sam, arch = initial_model(args.init, args.seed)
     s = sam.image_encoder.img_size
     decay = [p for n, p in sam.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in sam.named_parameters() if p.ndim <= 1]
@@ -284,7 +293,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, args.out)
     facts = {
-        "architecture": ARCH,
+        "architecture": arch,
         "steps": step + 1,
         "minutes": round(minutes, 1),
         "final_loss_smoothed": smooth,
