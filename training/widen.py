@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     p.add_argument("--factor", type=int, default=2)
-    p.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise, x each weight's std")
+    p.add_argument("--noise", type=float, default=0.02, help="symmetry-breaking noise, x each weight's std")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     state = torch.load(args.src, map_location="cpu", weights_only=True)
