@@ -28,7 +28,7 @@ torchvision_compat.install()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from build_engines.models import build_small_sam, small_architecture  # noqa: E402
+from build_engines.models import build_small_sam, load_checkpoint, small_architecture  # noqa: E402
 from training.synthetic import make_scene, random_size  # noqa: E402
 
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -181,14 +181,12 @@ def evaluate(sam, seed: int, n_images: int = 60) -> dict:
 
 
 def initial_model(init: Path | None, seed: int):
-    """(model in train mode, its architecture): ARCH drawn from `seed`, or `init`'s weights in
-    `init`'s shape (a wider encoder made by training.widen trains on as it is)."""
-    state = None if init is None else {k: v.float() for k, v in torch.load(init, weights_only=True).items()}
-    arch = ARCH if state is None else small_architecture(state)
-    sam = build_small_sam(**arch, seed=seed).sam.train()
-    if state is not None:
-        sam.load_state_dict(state)
-    return sam, arch
+    """(model in train mode, its architecture): ARCH drawn from `seed`, or `init` loaded the way
+    the service loads it, in its own shape (a wider encoder made by training.widen trains on as it is)."""
+    if init is None:
+        return build_small_sam(**ARCH, seed=seed).sam.train(), ARCH
+    sam = load_checkpoint(init, "small").sam.train()
+    return sam, small_architecture(sam.state_dict())
 
 
 def main() -> None:

@@ -37,11 +37,12 @@ def prompt_results(trained_client):
     """Per scored shape: (point IoU, box IoU, area in pixels, kind)."""
     point_ious, box_ious, areas, kinds = [], [], [], []
     for scene in scenes(40):
-        keep = [i for i, m in enumerate(scene.masks) if m.sum() >= MIN_AREA]
-        if not keep:
+        sizes = scene.masks.sum(axis=(1, 2))
+        keep = np.flatnonzero(sizes >= MIN_AREA)
+        if not len(keep):
             continue
         masks = [scene.masks[i] for i in keep]
-        areas.extend(int(m.sum()) for m in masks)
+        areas.extend(sizes[keep].tolist())
         kinds.extend(scene.kinds[i] for i in keep)
         data = encode(scene.image)
         points = [PromptSpec(points=[center_point(m)], labels=[1]) for m in masks]
