@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from build_engines.models import build_small_sam, load_checkpoint, small_architecture  # noqa: E402
+from samserve.pipeline.preprocess import resize_longest_side  # noqa: E402
 from training.synthetic import make_scene, random_size  # noqa: E402
 
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -37,7 +38,10 @@ ARCH = {"img_size": 256, "encoder_embed_dim": 96, "encoder_depth": 4, "encoder_n
 
 
 def to_input(image: np.ndarray, s: int) -> torch.Tensor:
-    """(h, w, 3) uint8 with max(h, w) == s -> (3, s, s): normalised, zero-padded (Sam.preprocess)."""
+    """(h, w, 3) uint8 -> (3, s, s): resized to the long side s as the service does
+    (ResizeLongestSide), normalised, zero-padded (Sam.preprocess)."""
+    if max(image.shape[:2]) != s:
+        image = resize_longest_side(image, s)
     h, w = image.shape[:2]
     x = np.zeros((3, s, s), dtype=np.float32)
     x[:, :h, :w] = ((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
@@ -91,10 +95,21 @@ def noisy_box(rng: np.random.Generator, mask: np.ndarray, input_size: int) -> np
 
 
 def prompt_losses(
-    sam, emb, gt_np, rng, use_box: bool, iterations: int, focal_weight: float = 1.0, iou_weight: float = 1.0
+    sam,
+    emb,
+    gt_np,
+    rng,
+    use_box: bool,
+    iterations: int,
+    focal_weight: float = 1.0,
+    iou_weight: float = 1.0,
+    scene_size: int | None = None,
 ):
-    """Loss of one image's K instances over `iterations` rounds of prompting."""
-    s = sam.image_encoder.img_size
+    """Loss of one image's K instances over `iterations` rounds of prompting. Masks, points and
+    boxes live in the scene's frame (long side `scene_size`, default the model's input size);
+    prompts reach the model scaled to its input frame, and its masks are compared at the scene's."""
+    s = scene_size or sam.image_encoder.img_size
+    scale = sam.image_encoder.img_size / s
     k = len(gt_np)
     gt = torch.from_numpy(np.pad(gt_np, ((0, 0), (0, s - gt_np.shape[1]), (0, s - gt_np.shape[2])))).float()
     gt = gt[:, None]  # (K, 1, S, S)
@@ -102,7 +117,7 @@ def prompt_losses(
     labels = [[] for _ in range(k)]
     boxes = None
     if use_box:
-        boxes = torch.tensor(np.stack([noisy_box(rng, m, s) for m in gt_np]), dtype=torch.float32)
+        boxes = torch.tensor(np.stack([noisy_box(rng, m, s) for m in gt_np]) * scale, dtype=torch.float32)
     else:
         for i, m in enumerate(gt_np):
             points[i].append(sample_point(rng, m))
@@ -114,7 +129,7 @@ def prompt_losses(
         multimask = it == 0 and not use_box
         pts = None
         if points[0]:
-            pts = (torch.tensor(points, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64))
+            pts = (torch.tensor(points, dtype=torch.float32) * scale, torch.tensor(labels, dtype=torch.int64))
         sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
         low, iou_pred = sam.mask_decoder(emb, image_pe, sparse, dense, multimask_output=multimask)
         up = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)  # (K, C, S, S)
@@ -146,7 +161,7 @@ def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(sam, seed: int, n_images: int = 60) -> dict:
+def evaluate(sam, seed: int, n_images: int = 60, scene_size: int | None = None) -> dict:
     """Held-out scenes (a seed training never used): one positive point, or the exact box."""
     from segment_anything import SamPredictor
 
@@ -155,7 +170,7 @@ def evaluate(sam, seed: int, n_images: int = 60) -> dict:
     rng = np.random.default_rng(seed)
     point_ious, box_ious = [], []
     for _ in range(n_images):
-        h, w = random_size(rng, sam.image_encoder.img_size)
+        h, w = random_size(rng, scene_size or sam.image_encoder.img_size)
         scene = make_scene(rng, h, w)
         predictor.set_image(scene.image)
         for m in scene.masks:
@@ -210,6 +225,13 @@ def main() -> None:
         default=1.0,
         help="weight of the IoU head's MSE (it ranks the three masks of a single point; the paper: 1)",
     )
+    p.add_argument(
+        "--scene-size",
+        type=int,
+        default=None,
+        help="long side of the synthetic scenes (default: the model's input size; smaller: scenes are "
+        "upscaled to the input as the service resizes images, and losses are taken at the scene's size)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init",
@@ -231,6 +253,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sam, arch = initial_model(args.init, args.seed)
     s = sam.image_encoder.img_size
+    scene_size = args.scene_size or s
     decay = [p for n, p in sam.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in sam.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -257,7 +280,7 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, step])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(300, args.steps // 10 + 1))
-        scenes = [make_scene(rng, *random_size(rng, s)) for _ in range(args.images_per_step)]
+        scenes = [make_scene(rng, *random_size(rng, scene_size)) for _ in range(args.images_per_step)]
         x = torch.stack([to_input(sc.image, s) for sc in scenes])
         emb = sam.image_encoder(x)
         loss = torch.zeros(())
@@ -273,6 +296,7 @@ def main() -> None:
                 args.iterations,
                 args.focal_weight,
                 args.iou_weight,
+                scene_size,
             )
         loss = loss / len(scenes)
         opt.zero_grad(set_to_none=True)
@@ -287,7 +311,7 @@ def main() -> None:
         if args.minutes and time.monotonic() - started > args.minutes * 60:
             break
     minutes = (time.monotonic() - started) / 60
-    metrics = evaluate(sam, args.eval_seed)
+    metrics = evaluate(sam, args.eval_seed, scene_size=scene_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, args.out)
     facts = {

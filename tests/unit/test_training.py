@@ -63,3 +63,38 @@ def test_prompt_losses_train_the_decoder_and_weight_the_iou_head(use_box):
     l1.backward()
     for module in (sam.mask_decoder.iou_prediction_head, sam.mask_decoder.output_upscaling, sam.image_encoder):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("use_box", [False, True])
+def test_prompts_reach_a_larger_input_scaled_and_masks_are_scored_at_the_scene_size(use_box):
+    """A 128-px scene on a model with a 256 input (as the service would resize it): the prompt
+    encoder sees points and boxes in the 256 frame, the loss is taken against the 128-px masks."""
+    from build_engines.models import build_small_sam
+
+    torch.set_num_threads(1)
+    sam = build_small_sam(img_size=256, seed=0).sam.train()
+    rng = np.random.default_rng(5)
+    scene = make_scene(rng, *random_size(rng, 128))
+    gt = scene.masks[:2]
+    x = to_input(scene.image, 256)
+    h, w = scene.image.shape[:2]
+    assert x.shape == (3, 256, 256) and x[:, 2 * h :, :].abs().sum() == 0 and x[:, :, 2 * w :].abs().sum() == 0
+    seen = []
+    forward = sam.prompt_encoder.forward
+
+    def recording(points, boxes, masks):
+        seen.append((points, boxes, masks))
+        return forward(points, boxes, masks)
+
+    sam.prompt_encoder.forward = recording
+    loss = prompt_losses(sam, sam.image_encoder(x[None]), gt, np.random.default_rng(7), use_box, 2, scene_size=128)
+    assert torch.isfinite(loss) and loss > 0
+    points, boxes, masks = seen[0]
+    assert masks is None and seen[1][2].shape == (2, 1, 64, 64)  # round 2: the previous low-res logits
+    if use_box:
+        for m, box in zip(gt, boxes.numpy() / 2, strict=True):
+            ys, xs = np.nonzero(m)
+            assert np.abs(box - [xs.min(), ys.min(), xs.max(), ys.max()]).max() <= 20 * 128 / 1024 + 1e-6
+    else:
+        for m, (px, py) in zip(gt, points[0][:, 0].numpy() / 2, strict=True):
+            assert m[int(py), int(px)]  # the point, back in the scene's frame, is inside its mask
