@@ -47,9 +47,11 @@ def main() -> None:
     point = [PromptSpec(points=[(100.0, 80.0)], labels=[1])]
     times: dict[tuple[str, str], list[float]] = {}
     with contextlib.ExitStack() as stack:
-        clients = {}
+        clients, sizes = {}, {}
         for name, path in (("A", args.a), ("B", args.b)):
-            served = stack.enter_context(local_stack(load_checkpoint(path, "small"), prefix=f"samserve-ckpt-{name}-"))
+            loaded = load_checkpoint(path, "small")
+            sizes[name] = loaded.img_size
+            served = stack.enter_context(local_stack(loaded, prefix=f"samserve-ckpt-{name}-"))
             clients[name] = stack.enter_context(SamClient(served.gateways[0].target, timeout_s=600))
             clients[name].segment(hit, point)  # warm the encoder and decoder, and cache `hit`
         ops = {
@@ -63,7 +65,6 @@ def main() -> None:
                     t = time.perf_counter()
                     fn(clients[name], name, i)
                     times.setdefault((op, name), []).append(time.perf_counter() - t)
-    sizes = {name: load_checkpoint(path, "small").img_size for name, path in (("A", args.a), ("B", args.b))}
     print(f"\nA = {args.a} (S={sizes['A']}), B = {args.b} (S={sizes['B']}); one client each, alternating")
     print(f"{'operation':34s} {'A median ms':>12s} {'A p90':>8s} {'B median ms':>12s} {'B p90':>8s} {'B / A':>7s}")
     for op in ops:
