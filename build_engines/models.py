@@ -76,6 +76,14 @@ def small_architecture(state_dict: dict) -> dict:
     }
 
 
+def save_small_checkpoint(state_dict: dict, path: str | Path) -> None:
+    """Write a small model's weights as load_checkpoint(path, "small") reads them: the
+    reference's state_dict format, floating-point tensors in float16 (half the bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}, path)
+
+
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
     """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, or a "small"
     checkpoint of SAM's architecture with a scaled-down encoder (its shape read off the weights)."""

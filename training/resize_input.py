@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from build_engines.models import save_small_checkpoint
+
 ENC = "image_encoder."
 PATCH = 16
 
@@ -75,10 +77,9 @@ def main() -> None:
     p.add_argument("--img-size", type=int, required=True, help="the new input size S (a multiple of 16)")
     p.add_argument("--window", type=int, default=None, help="window size of the windowed blocks (default: scaled)")
     args = p.parse_args()
-    state = torch.load(args.checkpoint, map_location="cpu")
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     grown = resize_state_dict(state, args.img_size, args.window)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in grown.items()}, args.out)
+    save_small_checkpoint(grown, args.out)
     print(f"wrote {args.out}: input {args.img_size}")
 
 

@@ -28,7 +28,12 @@ torchvision_compat.install()
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from build_engines.models import build_small_sam, load_checkpoint, small_architecture  # noqa: E402
+from build_engines.models import (  # noqa: E402
+    build_small_sam,
+    load_checkpoint,
+    save_small_checkpoint,
+    small_architecture,
+)
 from samserve.pipeline.preprocess import resize_longest_side  # noqa: E402
 from training.synthetic import make_scene, random_size  # noqa: E402
 
@@ -312,8 +317,7 @@ def main() -> None:
             break
     minutes = (time.monotonic() - started) / 60
     metrics = evaluate(sam, args.eval_seed, scene_size=scene_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, args.out)
+    save_small_checkpoint(sam.state_dict(), args.out)
     facts = {
         "architecture": arch,
         "steps": step + 1,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from build_engines.models import save_small_checkpoint
+
 ENC = "image_encoder."
 COPIED = (
     "norm1.weight",
@@ -86,8 +88,7 @@ def main() -> None:
     args = p.parse_args()
     state = torch.load(args.src, map_location="cpu", weights_only=True)
     wide = widen_state_dict(state, args.factor, args.noise, args.seed)
-    args.dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() for k, v in wide.items()}, args.dst)
+    save_small_checkpoint(wide, args.dst)
     print(f"{args.src} -> {args.dst}: encoder width x{args.factor}")
 
 
