@@ -209,6 +209,18 @@ def initial_model(init: Path | None, seed: int):
     return sam, small_architecture(sam.state_dict())
 
 
+def freeze_except(sam, prefixes: list[str] | None) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs left trainable: all of them, or only those whose names start
+    with one of `prefixes` (the rest stop requiring gradients, so no graph is built through them)."""
+    if prefixes:
+        for name, param in sam.named_parameters():
+            param.requires_grad_(name.startswith(tuple(prefixes)))
+    trainable = [(n, p) for n, p in sam.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise SystemExit(f"--train-only {' '.join(prefixes or [])}: no parameter name starts with that")
+    return trainable
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -244,6 +256,15 @@ def main() -> None:
         default=None,
         help="start from this checkpoint's weights and shape (a second stage with fresh data: pass another --seed)",
     )
+    p.add_argument(
+        "--train-only",
+        nargs="+",
+        default=None,
+        metavar="PREFIX",
+        help="train only the parameters whose state_dict names start with these (e.g. "
+        "mask_decoder.iou_prediction_head: re-fit the IoU head that ranks a point's three masks, "
+        "masks untouched); the rest are frozen",
+    )
     p.add_argument("--eval-seed", type=int, default=1_000_003)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
@@ -259,8 +280,9 @@ def main() -> None:
     sam, arch = initial_model(args.init, args.seed)
     s = sam.image_encoder.img_size
     scene_size = args.scene_size or s
-    decay = [p for n, p in sam.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in sam.named_parameters() if p.ndim <= 1]
+    trainable = freeze_except(sam, args.train_only)
+    decay = [p for n, p in trainable if p.ndim > 1]
+    no_decay = [p for n, p in trainable if p.ndim <= 1]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
@@ -306,7 +328,7 @@ def main() -> None:
         loss = loss / len(scenes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         opt.step()
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smooth:.4f}")
@@ -332,8 +354,10 @@ def main() -> None:
 
 
 def _resume_key(args) -> dict:
-    """The arguments that must match for a snapshot to continue the same run."""
-    return {k: str(v) for k, v in vars(args).items() if k not in ("minutes", "threads", "resume_every")}
+    """The arguments that must match for a snapshot to continue the same run (unset options are
+    left out, so a snapshot written before an option existed still resumes)."""
+    skip = ("minutes", "threads", "resume_every")
+    return {k: str(v) for k, v in vars(args).items() if k not in skip and v is not None}
 
 
 def _snapshot(path: Path, sam, opt, next_step: int, smooth, minutes: float, args) -> None:

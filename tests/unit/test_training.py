@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training.synthetic import make_scene, random_size
-from training.train import lr_at, noisy_box, prompt_losses, to_input
+from training.train import freeze_except, lr_at, noisy_box, prompt_losses, to_input
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -98,3 +98,26 @@ def test_prompts_reach_a_larger_input_scaled_and_masks_are_scored_at_the_scene_s
     else:
         for m, (px, py) in zip(gt, points[0][:, 0].numpy() / 2, strict=True):
             assert m[int(py), int(px)]  # the point, back in the scene's frame, is inside its mask
+
+
+def test_train_only_freezes_all_but_the_named_parameters():
+    """--train-only mask_decoder.iou_prediction_head: the loss still reaches the IoU head, and
+    nothing else gets a gradient (the masks it ranks stay as they are)."""
+    from build_engines.models import build_small_sam
+
+    torch.set_num_threads(1)
+    sam = build_small_sam(img_size=128, seed=0).sam.train()
+    assert len(freeze_except(sam, None)) == len(list(sam.parameters()))
+    trainable = freeze_except(sam, ["mask_decoder.iou_prediction_head"])
+    assert trainable and all(n.startswith("mask_decoder.iou_prediction_head.") for n, _ in trainable)
+    rng = np.random.default_rng(3)
+    scene = make_scene(rng, *random_size(rng, 128))
+    loss = prompt_losses(
+        sam, sam.image_encoder(to_input(scene.image, 128)[None]), scene.masks[:2], rng, False, 2, 1.0, 3.0
+    )
+    loss.backward()
+    head = {id(p) for _, p in trainable}
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable)
+    assert all(p.grad is None for p in sam.parameters() if id(p) not in head)
+    with pytest.raises(SystemExit, match="no parameter"):
+        freeze_except(sam, ["no_such_module"])
