@@ -328,7 +328,7 @@ def main() -> None:
         loss = loss / len(scenes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)  # frozen parameters have no grad: skipped
         opt.step()
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smooth:.4f}")
