@@ -79,10 +79,10 @@ BELOW_BAR = pytest.mark.xfail(
 )
 POINT_BAR, BOX_BAR, AMG_BAR = 0.90, 0.90, 0.80  # fractions: IoU >= 0.8 / >= 0.85 / recovered at >= 0.7
 # Served, measured on these scenes: point mean IoU 0.891, 85.9% >= 0.8; box 0.912, 85.9% >= 0.85;
-# AMG 28/34 (82.4%). The floors leave room for numeric noise across machines, not for regressions.
+# AMG 28/34 (82.4%), which meets its bar: that test is the AMG check, no floor below it. The
+# floors leave room for numeric noise across machines, not for regressions.
 POINT_FLOOR = {"mean_iou": 0.84, "frac": 0.79}
 BOX_FLOOR = {"mean_iou": 0.86, "frac": 0.78}
-AMG_FLOOR = 0.70
 
 
 def test_one_positive_point_segments_the_shape(prompt_results):
@@ -135,10 +135,6 @@ def amg_recall(trained_client):
     )
     assert total >= 20
     return found / total
-
-
-def test_amg_recovers_the_shapes(amg_recall):
-    assert amg_recall >= AMG_FLOOR
 
 
 def test_amg_meets_the_issue_bar(amg_recall):
