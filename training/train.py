@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from build_engines import torchvision_compat
 
@@ -84,11 +85,29 @@ def sample_point(rng: np.random.Generator, region: np.ndarray) -> tuple[float, f
     return float(xs[i]), float(ys[i])
 
 
+def center_point(mask: np.ndarray) -> tuple[float, float]:
+    """The inside point farthest from the boundary (the usual single-click protocol: the SAM
+    paper's first click when it evaluates)."""
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(x), float(y)
+
+
+def exact_box(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
+
+
+def first_prompt_share(rng: np.random.Generator, share: float | None) -> bool:
+    """True with probability `share`; draws nothing when it is unset or 0, so runs written
+    before the option existed keep their random stream."""
+    return bool(share) and bool(rng.random() < share)
+
+
 def noisy_box(rng: np.random.Generator, mask: np.ndarray, input_size: int) -> np.ndarray:
     """The SAM paper's box noise: std 10% of the side, at most 20 px in its 1024-px input frame
     (so at most 20 * input_size / 1024 px here)."""
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
+    box = exact_box(mask)
     w, h = box[2] - box[0], box[3] - box[1]
     noise = rng.normal(0, 1, 4) * np.array([w, h, w, h]) * 0.1
     limit = 20 * input_size / 1024
@@ -109,10 +128,15 @@ def prompt_losses(
     focal_weight: float = 1.0,
     iou_weight: float = 1.0,
     scene_size: int | None = None,
+    center_share: float | None = None,
+    exact_box_share: float | None = None,
 ):
     """Loss of one image's K instances over `iterations` rounds of prompting. Masks, points and
     boxes live in the scene's frame (long side `scene_size`, default the model's input size);
-    prompts reach the model scaled to its input frame, and its masks are compared at the scene's."""
+    prompts reach the model scaled to its input frame, and its masks are compared at the scene's.
+    The first point is drawn uniformly from the mask (the paper), or with probability
+    `center_share` is its centre point (where users click); a box is noisy (the paper), or with
+    probability `exact_box_share` the mask's exact box (what a user or a detector draws)."""
     s = scene_size or sam.image_encoder.img_size
     scale = sam.image_encoder.img_size / s
     k = len(gt_np)
@@ -122,10 +146,11 @@ def prompt_losses(
     labels = [[] for _ in range(k)]
     boxes = None
     if use_box:
-        boxes = torch.tensor(np.stack([noisy_box(rng, m, s) for m in gt_np]) * scale, dtype=torch.float32)
+        drawn = [exact_box(m) if first_prompt_share(rng, exact_box_share) else noisy_box(rng, m, s) for m in gt_np]
+        boxes = torch.tensor(np.stack(drawn) * scale, dtype=torch.float32)
     else:
         for i, m in enumerate(gt_np):
-            points[i].append(sample_point(rng, m))
+            points[i].append(center_point(m) if first_prompt_share(rng, center_share) else sample_point(rng, m))
             labels[i].append(1)
     mask_input = None
     total = torch.zeros(())
@@ -249,6 +274,19 @@ def main() -> None:
         help="long side of the synthetic scenes (default: the model's input size; smaller: scenes are "
         "upscaled to the input as the service resizes images, and losses are taken at the scene's size)",
     )
+    p.add_argument(
+        "--center-share",
+        type=float,
+        default=None,
+        help="share of single-point prompts whose first point is the mask's centre point (farthest from "
+        "its boundary, where users click) rather than drawn uniformly from it as the paper does (default 0)",
+    )
+    p.add_argument(
+        "--exact-box-share",
+        type=float,
+        default=None,
+        help="share of box prompts given as the mask's exact box rather than with the paper's noise (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init",
@@ -324,6 +362,8 @@ def main() -> None:
                 args.focal_weight,
                 args.iou_weight,
                 scene_size,
+                args.center_share,
+                args.exact_box_share,
             )
         loss = loss / len(scenes)
         opt.zero_grad(set_to_none=True)

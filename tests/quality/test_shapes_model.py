@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from samserve.client import PromptSpec
 from tests.support.images import encode
 from training.synthetic import make_scene, random_size
+from training.train import center_point
 
 HELD_OUT_SEED = 2_000_003  # training draws default_rng([seed, step]); its evaluation 1_000_003
 MIN_AREA = 200  # shapes smaller than this are not scored (a few low-res mask cells)
@@ -23,13 +23,6 @@ def scenes(n: int, offset: int = 0):
     for i in range(n):
         rng = np.random.default_rng(HELD_OUT_SEED + offset + i)
         yield make_scene(rng, *random_size(rng, 256))
-
-
-def center_point(mask: np.ndarray) -> tuple[float, float]:
-    """The inside point farthest from the boundary (the usual single-click protocol)."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x), float(y)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training.synthetic import make_scene, random_size
-from training.train import freeze_except, lr_at, noisy_box, prompt_losses, to_input
+from training.train import center_point, freeze_except, lr_at, noisy_box, prompt_losses, sample_point, to_input
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -98,6 +98,69 @@ def test_prompts_reach_a_larger_input_scaled_and_masks_are_scored_at_the_scene_s
     else:
         for m, (px, py) in zip(gt, points[0][:, 0].numpy() / 2, strict=True):
             assert m[int(py), int(px)]  # the point, back in the scene's frame, is inside its mask
+
+
+def test_center_point_is_the_inside_point_farthest_from_the_boundary():
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[5:12, 3:10] = True  # a 7 x 7 square
+    mask[10:31, 30:51] = True  # a 21 x 21 square: the deepest inside point is its centre
+    assert center_point(mask) == (40.0, 20.0)
+    ring = np.zeros((41, 41), dtype=bool)
+    yy, xx = np.mgrid[:41, :41]
+    ring[(np.hypot(yy - 20, xx - 20) <= 18) & (np.hypot(yy - 20, xx - 20) >= 8)] = True
+    x, y = center_point(ring)
+    assert ring[int(y), int(x)]  # inside the ring, not in its hole
+
+
+@pytest.mark.parametrize("use_box", [False, True])
+def test_first_prompts_can_be_centre_points_and_exact_boxes_and_unset_shares_draw_nothing(use_box):
+    """--center-share 1 / --exact-box-share 1: every first point is the mask's centre point,
+    every box its exact box (scaled to the input frame). Unset or 0, they draw nothing: the first
+    prompt is the paper's, from the generator's first draw, as in runs from before the options."""
+    from build_engines.models import build_small_sam
+
+    torch.set_num_threads(1)
+    sam = build_small_sam(img_size=256, seed=0).sam.train()
+    rng = np.random.default_rng(5)
+    scene = make_scene(rng, *random_size(rng, 128))
+    gt = scene.masks[:2]
+    emb = sam.image_encoder(to_input(scene.image, 256)[None])
+    seen = []
+    forward = sam.prompt_encoder.forward
+
+    def recording(points, boxes, masks):
+        seen.append((points, boxes))
+        return forward(points, boxes, masks)
+
+    sam.prompt_encoder.forward = recording
+    prompt_losses(sam, emb, gt, np.random.default_rng(7), use_box, 1, scene_size=128, center_share=1, exact_box_share=1)
+    points, boxes = seen[0]
+    for i, m in enumerate(gt):
+        ys, xs = np.nonzero(m)
+        if use_box:
+            assert boxes[i].tolist() == [2.0 * v for v in (xs.min(), ys.min(), xs.max(), ys.max())]
+        else:
+            assert points[0][i, 0].tolist() == [2 * v for v in center_point(m)]
+    for share in (None, 0.0):  # unset: the paper's prompts, from the generator's first draw as before
+        seen.clear()
+        prompt_losses(
+            sam,
+            emb,
+            gt,
+            np.random.default_rng(7),
+            use_box,
+            1,
+            scene_size=128,
+            center_share=share,
+            exact_box_share=share,
+        )
+        first = seen[0][1][0] / 2 if use_box else seen[0][0][0][0, 0] / 2
+        paper = (
+            noisy_box(np.random.default_rng(7), gt[0], 128)
+            if use_box
+            else sample_point(np.random.default_rng(7), gt[0])
+        )
+        assert first.tolist() == pytest.approx(list(paper))
 
 
 def test_train_only_freezes_all_but_the_named_parameters():
