@@ -47,13 +47,13 @@ def _texture(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, contr
     return colour + contrast * pattern[..., None] * 0.5
 
 
-def _shape_mask(rng: np.random.Generator, h: int, w: int, kind: str) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, h: int, w: int, kind: str, outline_share: float) -> np.ndarray:
     size = min(h, w)
     cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
     r = rng.uniform(0.08, 0.3) * size
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
-    outline = rng.random() < 0.25
+    outline = rng.random() < outline_share
     width = int(rng.integers(3, 8))
     if kind == "circle":
         box = [cx - r, cy - r, cx + r, cy + r]
@@ -86,13 +86,22 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int, kind: str) -> np.ndarr
     return np.asarray(layer) > 127
 
 
-def make_scene(rng: np.random.Generator, h: int, w: int, min_area: int = 60) -> Scene:
-    """A scene of 1-6 shapes; later shapes occlude earlier ones."""
+def make_scene(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    min_area: int = 60,
+    max_shapes: int = 6,
+    outline_share: float = 0.25,
+) -> Scene:
+    """A scene of 1 to `max_shapes` shapes, later ones occluding earlier ones; circles, ellipses
+    and polygons are outlined rather than filled with probability `outline_share`. Changing
+    either draws the same numbers from `rng`, so the defaults give the scenes they always did."""
     img = _background(rng, h, w)
     masks, kinds = [], []
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
         kind = KINDS[int(rng.integers(0, len(KINDS)))]
-        m = _shape_mask(rng, h, w, kind)
+        m = _shape_mask(rng, h, w, kind, outline_share)
         if m.sum() < min_area:
             continue
         colour = rng.uniform(0, 255, 3)
@@ -110,7 +119,7 @@ def make_scene(rng: np.random.Generator, h: int, w: int, min_area: int = 60) -> 
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     if not keep:  # nothing visible enough: try again with the same generator
-        return make_scene(rng, h, w, min_area)
+        return make_scene(rng, h, w, min_area, max_shapes, outline_share)
     return Scene(np.asarray(image), np.stack([masks[i] for i in keep]), [kinds[i] for i in keep])
 
 

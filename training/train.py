@@ -287,6 +287,18 @@ def main() -> None:
         default=None,
         help="share of box prompts given as the mask's exact box rather than with the paper's noise (default 0)",
     )
+    p.add_argument(
+        "--max-shapes",
+        type=int,
+        default=None,
+        help="scenes have 1 to this many shapes (default 6); more: more occluded, fragmented shapes",
+    )
+    p.add_argument(
+        "--outline-share",
+        type=float,
+        default=None,
+        help="share of circles, ellipses and polygons drawn as outlines, not filled (default 0.25)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init",
@@ -318,6 +330,7 @@ def main() -> None:
     sam, arch = initial_model(args.init, args.seed)
     s = sam.image_encoder.img_size
     scene_size = args.scene_size or s
+    mix = {k: v for k, v in (("max_shapes", args.max_shapes), ("outline_share", args.outline_share)) if v is not None}
     trainable = freeze_except(sam, args.train_only)
     decay = [p for n, p in trainable if p.ndim > 1]
     no_decay = [p for n, p in trainable if p.ndim <= 1]
@@ -345,7 +358,7 @@ def main() -> None:
         rng = np.random.default_rng([args.seed, step])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(300, args.steps // 10 + 1))
-        scenes = [make_scene(rng, *random_size(rng, scene_size)) for _ in range(args.images_per_step)]
+        scenes = [make_scene(rng, *random_size(rng, scene_size), **mix) for _ in range(args.images_per_step)]
         x = torch.stack([to_input(sc.image, s) for sc in scenes])
         emb = sam.image_encoder(x)
         loss = torch.zeros(())

@@ -23,6 +23,21 @@ def test_scenes_are_deterministic_and_masks_are_disjoint_visible_parts(seed):
     assert (a.masks.sum(axis=(1, 2)) >= 60).all()
 
 
+def test_scene_mix_options_give_more_shapes_and_outlines():
+    from scipy import ndimage
+
+    def scenes(**mix):
+        return [make_scene(np.random.default_rng(s), 128, 128, **mix) for s in range(40)]
+
+    crowded = scenes(max_shapes=12)
+    assert np.mean([len(sc.masks) for sc in crowded]) > np.mean([len(sc.masks) for sc in scenes()]) + 1
+    assert all((sc.masks.sum(axis=0) <= 1).all() for sc in crowded)
+    for share, thin in ((1.0, True), (0.0, False)):  # lone circles: an outline (3-7 px) is thin, a disc is not
+        circles = [sc.masks[0] for sc in scenes(max_shapes=1, outline_share=share) if sc.kinds == ["circle"]]
+        depth = [ndimage.distance_transform_edt(np.pad(m, 1)).max() for m in circles]
+        assert circles and all((d <= 5) == thin for d in depth)
+
+
 def test_box_noise_is_the_papers_scaled_to_the_input_frame():
     mask = np.zeros((200, 256), dtype=bool)
     mask[50:150, 60:200] = True
