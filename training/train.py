@@ -210,10 +210,7 @@ def evaluate(sam, seed: int, n_images: int = 60, scene_size: int | None = None) 
             masks, scores, _ = predictor.predict(np.array([[x, y]]), np.array([1]))
             pm = masks[int(np.argmax(scores))]
             point_ious.append((pm & m).sum() / max(1, (pm | m).sum()))
-            ys, xs = np.nonzero(m)
-            masks, _, _ = predictor.predict(
-                box=np.array([xs.min(), ys.min(), xs.max(), ys.max()]), multimask_output=False
-            )
+            masks, _, _ = predictor.predict(box=exact_box(m), multimask_output=False)
             box_ious.append((masks[0] & m).sum() / max(1, (masks[0] | m).sum()))
     pi, bi = np.array(point_ious), np.array(box_ious)
     return {

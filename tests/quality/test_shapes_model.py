@@ -9,7 +9,7 @@ import pytest
 from samserve.client import PromptSpec
 from tests.support.images import encode
 from training.synthetic import make_scene, random_size
-from training.train import center_point
+from training.train import center_point, exact_box
 
 HELD_OUT_SEED = 2_000_003  # training draws default_rng([seed, step]); its evaluation 1_000_003
 MIN_AREA = 200  # shapes smaller than this are not scored (a few low-res mask cells)
@@ -42,10 +42,7 @@ def prompt_results(trained_client):
         seg = trained_client.segment(data, points)
         for m, out in zip(masks, seg.prompts, strict=True):
             point_ious.append(iou(out.masks[int(np.argmax(out.iou_predictions))], m))
-        boxes = []
-        for m in masks:
-            ys, xs = np.nonzero(m)
-            boxes.append(PromptSpec(box=(xs.min(), ys.min(), xs.max(), ys.max())))
+        boxes = [PromptSpec(box=tuple(exact_box(m))) for m in masks]
         seg = trained_client.segment(data, boxes, multimask_output=False)
         box_ious.extend(iou(out.masks[0], m) for m, out in zip(masks, seg.prompts, strict=True))
     return np.array(point_ious), np.array(box_ious), np.array(areas), np.array(kinds)
