@@ -1,0 +1,70 @@
+"""Deepen a small SAM's image encoder without changing what it computes, so a deeper encoder
+can go on training from a trained shallow one instead of from scratch.
+
+A new block is inserted after each block named in `after`, as a copy of that block (the same
+attention kind: windowed or global, the same window, its trained norms, qkv and position
+tables) whose two residual branches' output layers (`attn.proj`, `mlp.lin2`) are zeroed: an
+encoder block adds its branches to the stream, so a block whose branches output zero passes
+the stream through unchanged. Training then grows the branches from zero (their gradients
+are not zero: the output layers see the copied block's activations). The prompt encoder and
+mask decoder are untouched.
+
+    .venv/bin/python -m training.deepen models/sam_small_shapes.pth /tmp/deep.pth --after 0 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from build_engines.models import save_small_checkpoint
+
+BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.(.+)$")
+ZEROED = ("attn.proj.weight", "attn.proj.bias", "mlp.lin2.weight", "mlp.lin2.bias")
+
+
+def deepen_state_dict(state: dict, after: list[int]) -> dict:
+    """The encoder with a pass-through copy of block i inserted after each i in `after`."""
+    blocks: dict[int, dict[str, torch.Tensor]] = {}
+    out = {}
+    for name, t in state.items():
+        m = BLOCK.match(name)
+        if m:
+            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = t
+        else:
+            out[name] = t
+    depth = len(blocks)
+    if sorted(blocks) != list(range(depth)):
+        raise ValueError(f"encoder blocks are not numbered 0..{depth - 1}: {sorted(blocks)}")
+    bad = [i for i in after if not 0 <= i < depth]
+    if bad or len(set(after)) != len(after) or not after:
+        raise ValueError(f"after must name distinct blocks in 0..{depth - 1}, got {after}")
+    new_index = 0
+    for i in range(depth):
+        for key, t in blocks[i].items():
+            out[f"image_encoder.blocks.{new_index}.{key}"] = t
+        new_index += 1
+        if i in after:
+            for key, t in blocks[i].items():
+                out[f"image_encoder.blocks.{new_index}.{key}"] = torch.zeros_like(t) if key in ZEROED else t.clone()
+            new_index += 1
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--after", type=int, nargs="+", required=True, help="insert a pass-through block after these")
+    args = p.parse_args()
+    state = torch.load(args.src, map_location="cpu", weights_only=True)
+    deep = deepen_state_dict(state, args.after)
+    save_small_checkpoint(deep, args.dst)
+    print(f"{args.src} -> {args.dst}: {len(args.after)} encoder blocks inserted after blocks {args.after}")
+
+
+if __name__ == "__main__":
+    main()
