@@ -76,6 +76,14 @@ def small_architecture(state_dict: dict) -> dict:
     }
 
 
+def small_sam_from_state_dict(state_dict: dict) -> Sam:
+    """A small SAM in the shape its weights have (small_architecture), those weights loaded
+    (float16 weights are copied into float32 parameters)."""
+    sam = build_small_sam(**small_architecture(state_dict)).sam
+    sam.load_state_dict(state_dict)
+    return sam
+
+
 def save_small_checkpoint(state_dict: dict, path: str | Path) -> None:
     """Write a small model's weights as load_checkpoint(path, "small") reads them: the
     reference's state_dict format, floating-point tensors in float16 (half the bytes)."""
@@ -94,10 +102,8 @@ def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     model_id = f"{model_type}-{_sha256_file(path)[:16]}"
     if model_type == "small":
-        state_dict = torch.load(path, map_location="cpu")
-        loaded = build_small_sam(**small_architecture(state_dict))
-        loaded.sam.load_state_dict(state_dict)  # float16 weights are copied into float32 parameters
-        return LoadedSam(loaded.sam.eval(), "small", model_id, random_weights=False)
+        sam = small_sam_from_state_dict(torch.load(path, map_location="cpu"))
+        return LoadedSam(sam.eval(), "small", model_id, random_weights=False)
     sam = sam_model_registry[model_type](checkpoint=str(path)).eval()
     return LoadedSam(sam, model_type, model_id, random_weights=False)
 

@@ -32,3 +32,12 @@ def encode(arr: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
 
 def png_image(height: int, width: int, seed: int) -> bytes:
     return encode(synthetic_image(height, width, seed))
+
+
+def scene_input(size: int = 128, seed: int = 11):
+    """A synthetic training scene as the encoder's (1, 3, size, size) input tensor."""
+    from training.synthetic import make_scene, random_size
+    from training.train import to_input
+
+    rng = np.random.default_rng(seed)
+    return to_input(make_scene(rng, *random_size(rng, size)).image, size)[None]

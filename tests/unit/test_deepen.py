@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from build_engines.models import build_small_sam, small_architecture
+from build_engines.models import build_small_sam, small_architecture, small_sam_from_state_dict
+from tests.support.images import scene_input
 from training.deepen import deepen_state_dict
-from training.synthetic import make_scene, random_size
-from training.train import to_input
 
 
 def _shallow():
@@ -17,17 +15,6 @@ def _shallow():
     return build_small_sam(
         img_size=128, encoder_embed_dim=32, encoder_depth=3, encoder_num_heads=2, seed=5, global_attn_indexes=[2]
     ).sam
-
-
-def _load(state):
-    sam = build_small_sam(**small_architecture(state)).sam
-    sam.load_state_dict(state)
-    return sam
-
-
-def _scene_input():
-    rng = np.random.default_rng(11)
-    return to_input(make_scene(rng, *random_size(rng, 128)).image, 128)[None]
 
 
 @pytest.mark.parametrize(("after", "globals_"), [([0], [3]), ([0, 1], [4]), ([2], [2, 3])])
@@ -38,8 +25,8 @@ def test_deepened_encoder_computes_the_same_embedding(after, globals_):
     arch = small_architecture(state)
     assert arch["encoder_depth"] == 3 + len(after) and arch["global_attn_indexes"] == globals_
     assert arch["encoder_embed_dim"] == 32 and arch["window_size"] == 7 and arch["img_size"] == 128
-    deep = _load(state)
-    x = _scene_input()
+    deep = small_sam_from_state_dict(state)
+    x = scene_input()
     with torch.no_grad():
         a, b = shallow.image_encoder(x), deep.image_encoder(x)
     assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
@@ -50,8 +37,8 @@ def test_deepened_encoder_computes_the_same_embedding(after, globals_):
 
 def test_the_inserted_blocks_learn():
     torch.set_num_threads(1)
-    deep = _load(deepen_state_dict(_shallow().state_dict(), [0]))
-    deep.image_encoder(_scene_input()).square().mean().backward()
+    deep = small_sam_from_state_dict(deepen_state_dict(_shallow().state_dict(), [0]))
+    deep.image_encoder(scene_input()).square().mean().backward()
     inserted = deep.image_encoder.blocks[1]
     assert float(inserted.attn.proj.weight.grad.abs().sum()) > 0
     assert float(inserted.mlp.lin2.weight.grad.abs().sum()) > 0

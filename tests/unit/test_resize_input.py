@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from build_engines.models import build_small_sam, small_architecture
+from build_engines.models import build_small_sam, small_architecture, small_sam_from_state_dict
 from training.resize_input import resize_state_dict, stretch_rel_pos
 from training.synthetic import make_scene, random_size
 
@@ -45,8 +45,7 @@ def test_grown_checkpoint_loads_at_the_new_size_and_segments_a_scene(window, exp
     assert arch["img_size"] == 256 and arch["window_size"] == expected_window
     assert arch["global_attn_indexes"] == [1] and arch["encoder_embed_dim"] == 32
     assert state["image_encoder.pos_embed"].shape == (1, 16, 16, 32)
-    sam = build_small_sam(**arch).sam.eval()
-    sam.load_state_dict(state)
+    sam = small_sam_from_state_dict(state)
     rng = np.random.default_rng(4)
     scene = make_scene(rng, *random_size(rng, 128))  # a scene smaller than the input: resized as served
     predictor = SamPredictor(sam)

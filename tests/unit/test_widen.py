@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from build_engines.models import build_small_sam, small_architecture
-from training.synthetic import make_scene, random_size
-from training.train import to_input
+from build_engines.models import build_small_sam, small_architecture, small_sam_from_state_dict
+from tests.support.images import scene_input
 from training.widen import widen_state_dict
 
 
 def _narrow():
     # two blocks: one windowed, one global, so both attention paths are widened
     return build_small_sam(img_size=128, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, seed=5).sam
-
-
-def _load(state):
-    sam = build_small_sam(**small_architecture(state)).sam
-    sam.load_state_dict(state)
-    return sam
-
-
-def _scene_input():
-    rng = np.random.default_rng(11)
-    return to_input(make_scene(rng, *random_size(rng, 128)).image, 128)[None]
 
 
 @pytest.mark.parametrize("factor", [2, 3])
@@ -36,8 +23,8 @@ def test_widened_encoder_computes_the_same_embedding_and_masks(factor):
     arch = small_architecture(state)
     assert arch["encoder_embed_dim"] == 32 * factor and arch["encoder_num_heads"] == 2 * factor
     assert arch["encoder_depth"] == 2 and arch["global_attn_indexes"] == [1] and arch["img_size"] == 128
-    wide = _load(state)
-    x = _scene_input()
+    wide = small_sam_from_state_dict(state)
+    x = scene_input()
     with torch.no_grad():
         a, b = narrow.image_encoder(x), wide.image_encoder(x)
         assert torch.allclose(a, b, atol=2e-5), float((a - b).abs().max())
@@ -63,9 +50,9 @@ def test_noise_breaks_the_copies_apart_and_costs_little():
     assert not torch.equal(w[:half], w[half:])  # the two copies of each hidden unit now differ
     qkv = "image_encoder.blocks.1.attn.qkv.weight"
     assert not torch.equal(noisy[qkv], exact[qkv])
-    x = _scene_input()
+    x = scene_input()
     with torch.no_grad():
-        a, b = narrow.image_encoder(x), _load(noisy).image_encoder(x)
+        a, b = narrow.image_encoder(x), small_sam_from_state_dict(noisy).image_encoder(x)
     assert not torch.allclose(a, b, atol=1e-4)
     assert float((a - b).abs().mean()) < 0.05 * float(a.abs().mean())
     again = widen_state_dict(narrow.state_dict(), 2, noise=0.02, seed=1)
