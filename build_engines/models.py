@@ -89,7 +89,8 @@ def save_small_checkpoint(state_dict: dict, path: str | Path) -> None:
     reference's state_dict format, floating-point tensors in float16 (half the bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}, path)
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}  # a model trained on a GPU loads anywhere
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
 
 
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:

@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import time
+from collections import deque
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,47 @@ def to_input(image: np.ndarray, s: int) -> torch.Tensor:
     x = np.zeros((3, s, s), dtype=np.float32)
     x[:, :h, :w] = ((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
     return torch.from_numpy(x)
+
+
+def step_data(seed: int, step: int, n: int, scene_size: int, s: int, mix: dict):
+    """One training step's data, a pure function of (seed, step): the step's random generator
+    after drawing its n scenes (the prompts draw on from it), the scenes, and their images resized
+    to the input's long side `s` as the service resizes them (uint8, unpadded)."""
+    rng = np.random.default_rng([seed, step])
+    scenes = [make_scene(rng, *random_size(rng, scene_size), **mix) for _ in range(n)]
+    resized = [sc.image if max(sc.image.shape[:2]) == s else resize_longest_side(sc.image, s) for sc in scenes]
+    return rng, scenes, resized
+
+
+def data_stream(make, first: int, steps: int, workers: int):
+    """make(step) for step in [first, steps), in order: inline, or computed ahead by `workers`
+    processes (at most two steps each in flight, so memory stays bounded); the same values either
+    way. Close the generator to stop the workers."""
+    if not workers:
+        for step in range(first, steps):
+            yield make(step)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending: deque = deque()
+        ahead = first
+        while pending or ahead < steps:
+            while ahead < steps and len(pending) < 2 * workers:
+                pending.append(pool.apply_async(make, (ahead,)))
+                ahead += 1
+            yield pending.popleft().get()
+
+
+def batch_input(images: list[np.ndarray], s: int, device) -> torch.Tensor:
+    """Resized (h, w, 3) uint8 images -> (B, 3, s, s) on `device`: normalised and zero-padded as
+    to_input does, the arithmetic on the device (only uint8 crosses to it)."""
+    mean = torch.tensor(MEAN, device=device)[:, None, None]
+    std = torch.tensor(STD, device=device)[:, None, None]
+    x = torch.zeros((len(images), 3, s, s), device=device)
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        t = torch.from_numpy(np.ascontiguousarray(im)).to(device).permute(2, 0, 1).float()
+        x[i, :, :h, :w] = (t - mean) / std
+    return x
 
 
 def focal_loss(logits: torch.Tensor, gt: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -140,26 +184,30 @@ def prompt_losses(
     s = scene_size or sam.image_encoder.img_size
     scale = sam.image_encoder.img_size / s
     k = len(gt_np)
+    dev = emb.device
     gt = torch.from_numpy(np.pad(gt_np, ((0, 0), (0, s - gt_np.shape[1]), (0, s - gt_np.shape[2])))).float()
-    gt = gt[:, None]  # (K, 1, S, S)
+    gt = gt[:, None].to(dev)  # (K, 1, S, S)
     points = [[] for _ in range(k)]
     labels = [[] for _ in range(k)]
     boxes = None
     if use_box:
         drawn = [exact_box(m) if first_prompt_share(rng, exact_box_share) else noisy_box(rng, m, s) for m in gt_np]
-        boxes = torch.tensor(np.stack(drawn) * scale, dtype=torch.float32)
+        boxes = torch.tensor(np.stack(drawn) * scale, dtype=torch.float32, device=dev)
     else:
         for i, m in enumerate(gt_np):
             points[i].append(center_point(m) if first_prompt_share(rng, center_share) else sample_point(rng, m))
             labels[i].append(1)
     mask_input = None
-    total = torch.zeros(())
+    total = torch.zeros((), device=dev)
     image_pe = sam.prompt_encoder.get_dense_pe()
     for it in range(iterations):
         multimask = it == 0 and not use_box
         pts = None
         if points[0]:
-            pts = (torch.tensor(points, dtype=torch.float32) * scale, torch.tensor(labels, dtype=torch.int64))
+            pts = (
+                torch.tensor(points, dtype=torch.float32, device=dev) * scale,
+                torch.tensor(labels, dtype=torch.int64, device=dev),
+            )
         sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
         low, iou_pred = sam.mask_decoder(emb, image_pe, sparse, dense, multimask_output=multimask)
         up = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)  # (K, C, S, S)
@@ -171,9 +219,9 @@ def prompt_losses(
         total = total + chosen.mean() + iou_weight * F.mse_loss(iou_pred, true_iou)
         if it + 1 == iterations:
             break
-        idx = torch.arange(k)
+        idx = torch.arange(k, device=dev)
         mask_input = low[idx, best][:, None].detach()
-        pred = (up[idx, best] > 0).numpy()
+        pred = (up[idx, best] > 0).cpu().numpy()
         for i in range(k):
             fn = gt_np[i] & ~pred[i, : gt_np.shape[1], : gt_np.shape[2]]
             fp = pred[i, : gt_np.shape[1], : gt_np.shape[2]] & ~gt_np[i]
@@ -315,6 +363,17 @@ def main() -> None:
     p.add_argument("--eval-seed", type=int, default=1_000_003)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to train on (e.g. cuda); the data and prompts are drawn the same way on any",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that make the scenes ahead of the training loop (0: inline); the same scenes either way",
+    )
+    p.add_argument(
         "--resume-every",
         type=float,
         default=5.0,
@@ -325,6 +384,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     sam, arch = initial_model(args.init, args.seed)
+    sam.to(args.device)
     s = sam.image_encoder.img_size
     scene_size = args.scene_size or s
     mix = {k: v for k, v in (("max_shapes", args.max_shapes), ("outline_share", args.outline_share)) if v is not None}
@@ -338,7 +398,7 @@ def main() -> None:
     resume_path = args.out.with_suffix(".resume.pt")
     first, smooth, spent = 0, None, 0.0
     if resume_path.exists():
-        snap = torch.load(resume_path, weights_only=False)
+        snap = torch.load(resume_path, map_location=args.device, weights_only=False)
         if snap["args"] != _resume_key(args):
             raise SystemExit(f"{resume_path} was written by a different command; delete it to start over")
         sam.load_state_dict(snap["model"])
@@ -350,15 +410,15 @@ def main() -> None:
     bar = tqdm(
         range(first, args.steps), initial=first, total=args.steps, desc="training", unit="step", dynamic_ncols=True
     )
+    make = partial(step_data, args.seed, n=args.images_per_step, scene_size=scene_size, s=s, mix=mix)
+    stream = data_stream(make, first, args.steps, args.workers)
     step = first - 1  # the last step run, if the loop runs none
     for step in bar:
-        rng = np.random.default_rng([args.seed, step])
+        rng, scenes, resized = next(stream)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(300, args.steps // 10 + 1))
-        scenes = [make_scene(rng, *random_size(rng, scene_size), **mix) for _ in range(args.images_per_step)]
-        x = torch.stack([to_input(sc.image, s) for sc in scenes])
-        emb = sam.image_encoder(x)
-        loss = torch.zeros(())
+        emb = sam.image_encoder(batch_input(resized, s, args.device))
+        loss = torch.zeros((), device=args.device)
         for b, sc in enumerate(scenes):
             k = min(args.instances_per_image, len(sc.masks))
             chosen = rng.choice(len(sc.masks), size=k, replace=False)
@@ -387,6 +447,7 @@ def main() -> None:
             last_snap = time.monotonic()
         if args.minutes and time.monotonic() - started > args.minutes * 60:
             break
+    stream.close()
     minutes = (time.monotonic() - started) / 60
     metrics = evaluate(sam, args.eval_seed, scene_size=scene_size)
     save_small_checkpoint(sam.state_dict(), args.out)
@@ -406,7 +467,7 @@ def main() -> None:
 def _resume_key(args) -> dict:
     """The arguments that must match for a snapshot to continue the same run (unset options are
     left out, so a snapshot written before an option existed still resumes)."""
-    skip = ("minutes", "threads", "resume_every")
+    skip = ("minutes", "threads", "resume_every", "device", "workers")
     return {k: str(v) for k, v in vars(args).items() if k not in skip and v is not None}
 
 

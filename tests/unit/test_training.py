@@ -7,7 +7,18 @@ import pytest
 import torch
 
 from training.synthetic import make_scene, random_size
-from training.train import center_point, freeze_except, lr_at, noisy_box, prompt_losses, sample_point, to_input
+from training.train import (
+    batch_input,
+    center_point,
+    data_stream,
+    freeze_except,
+    lr_at,
+    noisy_box,
+    prompt_losses,
+    sample_point,
+    step_data,
+    to_input,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -199,3 +210,29 @@ def test_train_only_freezes_all_but_the_named_parameters():
     assert all(p.grad is None for p in sam.parameters() if id(p) not in head)
     with pytest.raises(SystemExit, match="no parameter"):
         freeze_except(sam, ["no_such_module"])
+
+
+def test_data_workers_make_the_same_steps_as_inline_and_stop_when_closed():
+    from functools import partial
+
+    make = partial(step_data, 5, n=2, scene_size=64, s=96, mix={"max_shapes": 3})
+    inline = list(data_stream(make, 3, 9, workers=0))
+    ahead = list(data_stream(make, 3, 9, workers=2))
+    assert len(inline) == len(ahead) == 6
+    for (rng_a, scenes_a, resized_a), (rng_b, scenes_b, resized_b) in zip(inline, ahead):
+        assert rng_a.bit_generator.state == rng_b.bit_generator.state  # the prompts draw on alike
+        assert all(np.array_equal(a.masks, b.masks) for a, b in zip(scenes_a, scenes_b))
+        assert all(np.array_equal(a, b) for a, b in zip(resized_a, resized_b))
+        assert all(max(r.shape[:2]) == 96 for r in resized_a)
+    assert not np.array_equal(inline[0][2][0], inline[1][2][0])  # each step its own scenes
+    stream = data_stream(make, 0, 10**9, workers=2)
+    next(stream)
+    stream.close()  # leaves the pool: would hang or leak if the workers ran on
+
+
+def test_batch_input_normalises_and_pads_as_to_input():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 40), (30, 64), (64, 64))]
+    x = batch_input(images, 64, "cpu")
+    assert x.shape == (3, 3, 64, 64)
+    assert torch.equal(x, torch.stack([to_input(im, 64) for im in images]))
