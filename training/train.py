@@ -51,10 +51,7 @@ def to_input(image: np.ndarray, s: int) -> torch.Tensor:
     (ResizeLongestSide), normalised, zero-padded (Sam.preprocess)."""
     if max(image.shape[:2]) != s:
         image = resize_longest_side(image, s)
-    h, w = image.shape[:2]
-    x = np.zeros((3, s, s), dtype=np.float32)
-    x[:, :h, :w] = ((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
-    return torch.from_numpy(x)
+    return batch_input([image], s, "cpu")[0]
 
 
 def step_data(seed: int, step: int, n: int, scene_size: int, s: int, mix: dict):
@@ -87,13 +84,13 @@ def data_stream(make, first: int, steps: int, workers: int):
 
 def batch_input(images: list[np.ndarray], s: int, device) -> torch.Tensor:
     """Resized (h, w, 3) uint8 images -> (B, 3, s, s) on `device`: normalised and zero-padded as
-    to_input does, the arithmetic on the device (only uint8 crosses to it)."""
+    Sam.preprocess does, the arithmetic on the device (only uint8 crosses to it)."""
     mean = torch.tensor(MEAN, device=device)[:, None, None]
     std = torch.tensor(STD, device=device)[:, None, None]
     x = torch.zeros((len(images), 3, s, s), device=device)
     for i, im in enumerate(images):
         h, w = im.shape[:2]
-        t = torch.from_numpy(np.ascontiguousarray(im)).to(device).permute(2, 0, 1).float()
+        t = torch.tensor(im, device=device).permute(2, 0, 1).float()  # a copy: PIL arrays are read-only
         x[i, :, :h, :w] = (t - mean) / std
     return x
 

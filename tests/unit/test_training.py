@@ -8,6 +8,8 @@ import torch
 
 from training.synthetic import make_scene, random_size
 from training.train import (
+    MEAN,
+    STD,
     batch_input,
     center_point,
     data_stream,
@@ -230,9 +232,13 @@ def test_data_workers_make_the_same_steps_as_inline_and_stop_when_closed():
     stream.close()  # leaves the pool: would hang or leak if the workers ran on
 
 
-def test_batch_input_normalises_and_pads_as_to_input():
+def test_training_inputs_are_the_served_pipelines():
+    from samserve.pipeline.preprocess import preprocess, to_model_input
+
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 40), (30, 64), (64, 64))]
     x = batch_input(images, 64, "cpu")
-    assert x.shape == (3, 3, 64, 64)
-    assert torch.equal(x, torch.stack([to_input(im, 64) for im in images]))
+    served = np.concatenate([to_model_input(im, 64, MEAN, STD) for im in images])
+    assert x.shape == (3, 3, 64, 64) and np.array_equal(x.numpy(), served)
+    small = rng.integers(0, 256, (20, 37, 3), dtype=np.uint8)  # resized up to the input first
+    assert np.array_equal(to_input(small, 64).numpy(), preprocess(small, 64, MEAN, STD)[0][0])
