@@ -221,10 +221,10 @@ def test_data_workers_make_the_same_steps_as_inline_and_stop_when_closed():
     inline = list(data_stream(make, 3, 9, workers=0))
     ahead = list(data_stream(make, 3, 9, workers=2))
     assert len(inline) == len(ahead) == 6
-    for (rng_a, scenes_a, resized_a), (rng_b, scenes_b, resized_b) in zip(inline, ahead):
+    for (rng_a, scenes_a, resized_a), (rng_b, scenes_b, resized_b) in zip(inline, ahead, strict=True):
         assert rng_a.bit_generator.state == rng_b.bit_generator.state  # the prompts draw on alike
-        assert all(np.array_equal(a.masks, b.masks) for a, b in zip(scenes_a, scenes_b))
-        assert all(np.array_equal(a, b) for a, b in zip(resized_a, resized_b))
+        assert all(np.array_equal(a.masks, b.masks) for a, b in zip(scenes_a, scenes_b, strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(resized_a, resized_b, strict=True))
         assert all(max(r.shape[:2]) == 96 for r in resized_a)
     assert not np.array_equal(inline[0][2][0], inline[1][2][0])  # each step its own scenes
     stream = data_stream(make, 0, 10**9, workers=2)
