@@ -49,9 +49,12 @@ ARCH = {"img_size": 256, "encoder_embed_dim": 96, "encoder_depth": 4, "encoder_n
 def to_input(image: np.ndarray, s: int) -> torch.Tensor:
     """(h, w, 3) uint8 -> (3, s, s): resized to the long side s as the service does
     (ResizeLongestSide), normalised, zero-padded (Sam.preprocess)."""
-    if max(image.shape[:2]) != s:
-        image = resize_longest_side(image, s)
-    return batch_input([image], s, "cpu")[0]
+    return batch_input([to_long_side(image, s)], s, "cpu")[0]
+
+
+def to_long_side(image: np.ndarray, s: int) -> np.ndarray:
+    """The image resized to the long side s as the service resizes it (as it is if already so)."""
+    return image if max(image.shape[:2]) == s else resize_longest_side(image, s)
 
 
 def step_data(seed: int, step: int, n: int, scene_size: int, s: int, mix: dict):
@@ -60,8 +63,7 @@ def step_data(seed: int, step: int, n: int, scene_size: int, s: int, mix: dict):
     to the input's long side `s` as the service resizes them (uint8, unpadded)."""
     rng = np.random.default_rng([seed, step])
     scenes = [make_scene(rng, *random_size(rng, scene_size), **mix) for _ in range(n)]
-    resized = [sc.image if max(sc.image.shape[:2]) == s else resize_longest_side(sc.image, s) for sc in scenes]
-    return rng, scenes, resized
+    return rng, scenes, [to_long_side(sc.image, s) for sc in scenes]
 
 
 def data_stream(make, first: int, steps: int, workers: int):
