@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.train import center_point, exact_box
+from training.train import center_point, click_and_box_ious
 
 
 def prompt_ious(sam, n_scenes: int = 40) -> dict[str, np.ndarray]:
@@ -27,10 +27,10 @@ def prompt_ious(sam, n_scenes: int = 40) -> dict[str, np.ndarray]:
     box's single mask ("box") and the best of the point's three masks ("best_of_3")."""
     from segment_anything import SamPredictor
 
-    from tests.quality.test_shapes_model import MIN_AREA, iou, scenes
+    from tests.quality.test_shapes_model import MIN_AREA, scenes
 
     predictor = SamPredictor(sam.eval())
-    out = {"point": [], "box": [], "best_of_3": []}
+    out = {"point": [], "best_of_3": [], "box": []}  # in the order click_and_box_ious returns
     with torch.no_grad():
         for scene in scenes(n_scenes):
             kept = [m for m in scene.masks if m.sum() >= MIN_AREA]
@@ -38,12 +38,8 @@ def prompt_ious(sam, n_scenes: int = 40) -> dict[str, np.ndarray]:
                 continue
             predictor.set_image(scene.image)
             for m in kept:
-                masks, scores, _ = predictor.predict(np.array([center_point(m)]), np.array([1]))
-                ious = [iou(pm, m) for pm in masks]
-                out["point"].append(ious[int(np.argmax(scores))])
-                out["best_of_3"].append(max(ious))
-                masks, _, _ = predictor.predict(box=exact_box(m), multimask_output=False)
-                out["box"].append(iou(masks[0], m))
+                for key, value in zip(out, click_and_box_ious(predictor, m, center_point(m)), strict=True):
+                    out[key].append(value)
     return {k: np.array(v) for k, v in out.items()}
 
 

@@ -238,6 +238,15 @@ def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
 
 
 @torch.no_grad()
+def click_and_box_ious(predictor, mask: np.ndarray, point: tuple[float, float]) -> tuple[float, float, float]:
+    """SAM's single-click and box protocol on an image set in `predictor`, IoUs against `mask`:
+    (the best-scored of the point's three masks, the best of the three, the exact box's mask)."""
+    masks, scores, _ = predictor.predict(np.array([point]), np.array([1]))
+    ious = [float((pm & mask).sum() / max(1, (pm | mask).sum())) for pm in masks]
+    (box,), _, _ = predictor.predict(box=exact_box(mask), multimask_output=False)
+    return ious[int(np.argmax(scores))], max(ious), float((box & mask).sum() / max(1, (box | mask).sum()))
+
+
 def evaluate(sam, seed: int, n_images: int = 60, scene_size: int | None = None) -> dict:
     """Held-out scenes (a seed training never used): one positive point, or the exact box."""
     from segment_anything import SamPredictor
@@ -253,12 +262,9 @@ def evaluate(sam, seed: int, n_images: int = 60, scene_size: int | None = None) 
         for m in scene.masks:
             if m.sum() < 200:
                 continue
-            x, y = sample_point(rng, m)
-            masks, scores, _ = predictor.predict(np.array([[x, y]]), np.array([1]))
-            pm = masks[int(np.argmax(scores))]
-            point_ious.append((pm & m).sum() / max(1, (pm | m).sum()))
-            masks, _, _ = predictor.predict(box=exact_box(m), multimask_output=False)
-            box_ious.append((masks[0] & m).sum() / max(1, (masks[0] | m).sum()))
+            point, _, box = click_and_box_ious(predictor, m, sample_point(rng, m))
+            point_ious.append(point)
+            box_ious.append(box)
     pi, bi = np.array(point_ious), np.array(box_ious)
     return {
         "instances": len(pi),
