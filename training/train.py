@@ -237,16 +237,16 @@ def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-@torch.no_grad()
 def click_and_box_ious(predictor, mask: np.ndarray, point: tuple[float, float]) -> tuple[float, float, float]:
     """SAM's single-click and box protocol on an image set in `predictor`, IoUs against `mask`:
     (the best-scored of the point's three masks, the best of the three, the exact box's mask)."""
     masks, scores, _ = predictor.predict(np.array([point]), np.array([1]))
-    ious = [float((pm & mask).sum() / max(1, (pm | mask).sum())) for pm in masks]
     (box,), _, _ = predictor.predict(box=exact_box(mask), multimask_output=False)
-    return ious[int(np.argmax(scores))], max(ious), float((box & mask).sum() / max(1, (box | mask).sum()))
+    *ious, box_iou = (float((pm & mask).sum() / max(1, (pm | mask).sum())) for pm in (*masks, box))
+    return ious[int(np.argmax(scores))], max(ious), box_iou
 
 
+@torch.no_grad()
 def evaluate(sam, seed: int, n_images: int = 60, scene_size: int | None = None) -> dict:
     """Held-out scenes (a seed training never used): one positive point, or the exact box."""
     from segment_anything import SamPredictor
