@@ -23,7 +23,7 @@ COPY service ./service
 COPY build_engines ./build_engines
 # runtime dependencies only (numpy, Pillow, grpcio, tritonclient, redis, pydantic, prometheus-client)
 RUN pip install --no-cache-dir -c constraints.txt . \
-    && python -c "import sys, samserve.transport.server; assert 'torch' not in sys.modules"
+    && python -c "import sys, samserve.gateway.transport.server; assert 'torch' not in sys.modules"
 USER 10001:10001
 EXPOSE 50051 9090
 ENTRYPOINT ["samserve", "serve", "--no-embedded"]
@@ -33,13 +33,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/samserve
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md constraints.txt requirements-triton.txt ./
 COPY service ./service
 COPY build_engines ./build_engines
 COPY model_repository ./model_repository
-# [build]: export + verify at start (torch, segment-anything, onnx); [triton]: what model.py imports;
-# [gpu]: the TensorRT Python API matching the image's TensorRT, to build plans on the node
-RUN pip install --no-cache-dir -c constraints.txt ".[build,gpu]"
+# The package without the gateway's dependencies (no grpcio, redis, pydantic, tritonclient), then
+# requirements-triton.txt: [triton] what model.py imports (numpy, Pillow, scipy, onnxruntime);
+# [build] export + verify at start (torch, segment-anything, onnx); [gpu] the TensorRT Python
+# API matching the image's TensorRT, to build plans on the node
+RUN pip install --no-cache-dir --no-deps . \
+    && pip install --no-cache-dir -c constraints.txt -r requirements-triton.txt
 # triton-server, the official image's non-root user
 USER 1000:1000
 EXPOSE 8000 8001 8002

@@ -49,7 +49,7 @@ def main() -> None:
     from segment_anything import SamAutomaticMaskGenerator
 
     from samserve.client import SamClient
-    from tests.support.images import encode, synthetic_image
+    from samserve.devtools.sample_images import encode, synthetic_image
 
     loaded = load_model(args.model)
     h, w = args.height, args.width

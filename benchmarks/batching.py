@@ -87,7 +87,7 @@ def main() -> None:
     args = p.parse_args()
 
     from build_engines.repository import write_cpu_repository
-    from samserve.embedded import start_triton
+    from samserve.devtools.local_servers import start_triton
 
     work = Path(tempfile.mkdtemp(prefix="samserve-batching-"))
     loaded = load_model(args.model)

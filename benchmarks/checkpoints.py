@@ -34,7 +34,7 @@ def main() -> None:
 
     from build_engines.models import load_checkpoint
     from samserve.client import PromptSpec, SamClient
-    from tests.support.images import encode
+    from samserve.devtools.sample_images import encode
     from training.synthetic import make_scene, random_size
 
     def scene(seed: int) -> bytes:

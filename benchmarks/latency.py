@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stack import load_model, local_stack  # noqa: E402
+from samserve.contract import MODEL_TYPES  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -34,7 +35,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["small", "vit_b", "vit_l", "vit_h"], default="small")
+    p.add_argument("--model", choices=MODEL_TYPES, default="small")
     p.add_argument("--repeats", type=int, default=20, help="per operation (encoder misses: a quarter of it)")
     p.add_argument("--height", type=int, default=768)
     p.add_argument("--width", type=int, default=1024)
@@ -43,7 +44,7 @@ def main() -> None:
     import tritonclient.grpc as tc
 
     from samserve.client import PromptSpec, SamClient
-    from tests.support.images import png_image
+    from samserve.devtools.sample_images import png_image
 
     loaded = load_model(args.model)
     with local_stack(loaded) as stack:

@@ -29,7 +29,7 @@ def main() -> None:
     import tritonclient.grpc as tc
 
     from samserve.client import PromptSpec, SamClient
-    from tests.support.images import png_image
+    from samserve.devtools.sample_images import png_image
 
     loaded = load_model(args.model)
     prompt = [PromptSpec(points=[(100, 100)], labels=[1])]

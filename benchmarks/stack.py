@@ -17,6 +17,7 @@ def load_model(name: str):
     """ "small": the test model (random weights, S=256); "vit_b" / "vit_l" / "vit_h": Meta's
     architecture with random weights (seed 0), S=1024: realistic cost, meaningless masks."""
     from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
+    from samserve.contract import model_id
 
     if name == "small":
         return build_small_sam()
@@ -25,15 +26,15 @@ def load_model(name: str):
 
     torch.manual_seed(0)
     sam = sam_model_registry[name]().eval()
-    return LoadedSam(sam, name, f"{name}-random-{state_dict_digest(sam)[:12]}", random_weights=True)
+    return LoadedSam(sam, name, model_id(f"{name}-random", state_dict_digest(sam)), random_weights=True)
 
 
 @dataclass
 class Stack:
     repository: Path
-    triton: object  # samserve.embedded.TritonServer
-    redis: object  # samserve.embedded.RedisServer
-    gateways: list  # tests.support.stack.GatewayThread
+    triton: object  # samserve.devtools.local_servers.TritonServer
+    redis: object  # samserve.devtools.local_servers.RedisServer
+    gateways: list  # samserve.devtools.gateway_thread.GatewayThread
 
 
 @contextlib.contextmanager
@@ -41,8 +42,8 @@ def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-") -> I
     """Exports `loaded` to a CPU repository and serves it: redis-server, tritonserver and
     `gateways` gateway replicas sharing them; everything stops on exit."""
     from build_engines.repository import write_cpu_repository
-    from samserve.embedded import start_redis, start_triton
-    from tests.support.stack import GatewayThread, gateway_settings
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.devtools.local_servers import start_redis, start_triton
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
     repo = write_cpu_repository(loaded, work / "repo")

@@ -10,9 +10,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from build_engines.models import MODEL_TYPES, build_small_sam, load_checkpoint
+from build_engines.models import build_small_sam, load_checkpoint
 from build_engines.repository import write_cpu_repository
 from build_engines.tensorrt_engines import DEFAULT_FP32_LAYER_TYPES, EngineLimits
+from samserve.contract import MODEL_TYPES
 
 
 def main(argv: list[str] | None = None) -> None:

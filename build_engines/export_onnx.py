@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from build_engines import torchvision_compat
+from samserve import contract
 
 torchvision_compat.install()
 
@@ -23,10 +24,10 @@ from segment_anything.utils.onnx import SamOnnxModel  # noqa: E402
 log = logging.getLogger(__name__)
 OPSET = 17
 
-ENCODER_INPUTS = ["images"]
-ENCODER_OUTPUTS = ["image_embeddings"]
-DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
+ENCODER_INPUTS = [contract.ENCODER_INPUT]
+ENCODER_OUTPUTS = [contract.EMBEDDINGS]
+DECODER_INPUTS = list(contract.DECODER_INPUTS)
+DECODER_OUTPUTS = list(contract.DECODER_OUTPUTS)
 
 
 class SamDecoderOnnx(SamOnnxModel):
@@ -106,7 +107,7 @@ def export_encoder(sam: Sam, path: Path) -> Path:
         str(path),
         input_names=ENCODER_INPUTS,
         output_names=ENCODER_OUTPUTS,
-        dynamic_axes={"images": {0: "batch"}, "image_embeddings": {0: "batch"}},
+        dynamic_axes={contract.ENCODER_INPUT: {0: "batch"}, contract.EMBEDDINGS: {0: "batch"}},
         opset_version=OPSET,
         do_constant_folding=True,
         dynamo=False,

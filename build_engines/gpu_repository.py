@@ -32,10 +32,10 @@ from build_engines.tensorrt_engines import (
     decoder_profile,
     encoder_profile,
 )
+from samserve.contract import AMG, AMG_GENERATE, DECODER, DECODER_CORE, ENCODER
 
 log = logging.getLogger(__name__)
 
-DECODER_CORE = "sam_decoder_trt"
 # Queue delays: an encoder run on a GPU takes tens of ms (ViT-B) to hundreds (ViT-H), so
 # waiting 5 ms for a second image costs little; a decoder run takes about a millisecond, so
 # its batcher waits at most 0.5 ms.
@@ -58,7 +58,7 @@ def encoder_config(params: dict[str, str], limits: EngineLimits, instances: int 
     profile = encoder_profile(s, limits)
     preferred = _preferred(profile["images"])
     return f"""# SAM image encoder, GPU target: TensorRT FP16 plan (written by build_engines).
-name: "sam_encoder"
+name: "{ENCODER}"
 platform: "tensorrt_plan"
 max_batch_size: {limits.encoder_max_batch}
 input [
@@ -134,14 +134,14 @@ def _warmups(label: str, inputs, batch_sizes) -> str:
 def adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
     """The checked-in sam_decoder config, pointed at the plan instead of ONNX Runtime."""
     header = f"# GPU target: this python model merges requests and runs them through {DECODER_CORE} over BLS.\n"
-    text = header + (CHECKED_IN / "sam_decoder" / "config.pbtxt").read_text()
+    text = header + (CHECKED_IN / DECODER / "config.pbtxt").read_text()
     extra = {"core_model": DECODER_CORE, "max_prompts_per_run": str(limits.decoder_max_prompts)}
     return text + parameters_block({**params, **extra})
 
 
 def ensemble_config(params: dict[str, str]) -> str:
     s, e = int(params["img_size"]), int(params["img_size"]) // 16
-    text = (CHECKED_IN / "sam_amg" / "config.pbtxt").read_text()
+    text = (CHECKED_IN / AMG / "config.pbtxt").read_text()
     pinned = {
         "dims: [ 3, -1, -1 ]": f"dims: {_dims((3, s, s))}",
         "dims: [ 256, -1, -1 ]": f"dims: {_dims((EMBED_DIM, e, e))}",
@@ -156,13 +156,13 @@ def ensemble_config(params: dict[str, str]) -> str:
 def gpu_configs(loaded: LoadedSam, limits: EngineLimits) -> dict[str, str]:
     """model name -> config.pbtxt text, for every model of the GPU repository."""
     params = model_parameters(loaded)
-    amg = (CHECKED_IN / "sam_amg_generate" / "config.pbtxt").read_text() + parameters_block(params)
+    amg = (CHECKED_IN / AMG_GENERATE / "config.pbtxt").read_text() + parameters_block(params)
     return {
-        "sam_encoder": encoder_config(params, limits),
+        ENCODER: encoder_config(params, limits),
         DECODER_CORE: decoder_core_config(params, limits),
-        "sam_decoder": adapter_config(params, limits),
-        "sam_amg_generate": amg,
-        "sam_amg": ensemble_config(params),
+        DECODER: adapter_config(params, limits),
+        AMG_GENERATE: amg,
+        AMG: ensemble_config(params),
     }
 
 
@@ -187,10 +187,10 @@ def write_gpu_repository(
     for name, text in gpu_configs(loaded, limits).items():
         (tmp / name / "1").mkdir(parents=True)
         (tmp / name / "config.pbtxt").write_text(text)
-    for name in ("sam_decoder", "sam_amg_generate"):
+    for name in (DECODER, AMG_GENERATE):
         shutil.copy(CHECKED_IN / name / "1" / "model.py", tmp / name / "1" / "model.py")
     plans = {
-        "sam_encoder": tmp / "sam_encoder" / "1" / "model.plan",
+        ENCODER: tmp / ENCODER / "1" / "model.plan",
         DECODER_CORE: tmp / DECODER_CORE / "1" / "model.plan",
     }
     for name, plan in plans.items():  # candidates for reuse; build_engine decides
@@ -205,9 +205,9 @@ def write_gpu_repository(
         decoder_onnx = export_decoder(loaded.sam, Path(work) / "decoder.onnx")
         onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance)
         metas = {
-            "sam_encoder": build_engine(
+            ENCODER: build_engine(
                 encoder_onnx,
-                plans["sam_encoder"],
+                plans[ENCODER],
                 encoder_profile(s, limits),
                 loaded.model_id,
                 fp32_layer_types,
@@ -222,7 +222,7 @@ def write_gpu_repository(
                 timing_cache,
             ),
         }
-    accuracy = check_engines(loaded.sam, plans["sam_encoder"], plans[DECODER_CORE])
+    accuracy = check_engines(loaded.sam, plans[ENCODER], plans[DECODER_CORE])
     info = {
         "target": "gpu",
         **model_parameters(loaded),

@@ -9,6 +9,8 @@ from functools import partial
 from pathlib import Path
 
 from build_engines import torchvision_compat
+from samserve.contract import MODEL_TYPES, checkpoint_model_id
+from samserve.contract import model_id as make_model_id
 
 torchvision_compat.install()
 
@@ -22,7 +24,9 @@ from segment_anything.modeling import (  # noqa: E402
     TwoWayTransformer,
 )
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "small")
+# SAM's pixel normalisation, as the reference's _build_sam sets it for every checkpoint
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
@@ -35,14 +39,6 @@ class LoadedSam:
     @property
     def img_size(self) -> int:
         return int(self.sam.image_encoder.img_size)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_dict_digest(sam: Sam) -> str:
@@ -93,6 +89,11 @@ def save_small_checkpoint(state_dict: dict, path: str | Path) -> None:
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
 
 
+def load_small_state(path: str | Path) -> dict:
+    """A small checkpoint's state_dict, as save_small_checkpoint wrote it (tensors only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
     """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, or a "small"
     checkpoint of SAM's architecture with a scaled-down encoder (its shape read off the weights)."""
@@ -101,7 +102,7 @@ def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    model_id = f"{model_type}-{_sha256_file(path)[:16]}"
+    model_id = checkpoint_model_id(model_type, path)
     if model_type == "small":
         sam = small_sam_from_state_dict(torch.load(path, map_location="cpu"))
         return LoadedSam(sam.eval(), "small", model_id, random_weights=False)
@@ -153,7 +154,7 @@ def build_small_sam(
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(PIXEL_MEAN),
+        pixel_std=list(PIXEL_STD),
     ).eval()
-    return LoadedSam(sam, "small", f"small-{state_dict_digest(sam)[:16]}", random_weights=True)
+    return LoadedSam(sam, "small", make_model_id("small", state_dict_digest(sam)), random_weights=True)

@@ -16,12 +16,13 @@ from pathlib import Path
 from build_engines.export_onnx import export_decoder, export_encoder
 from build_engines.models import LoadedSam
 from build_engines.verify import verify
+from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER
 
 log = logging.getLogger(__name__)
 
 CHECKED_IN = Path(__file__).resolve().parents[1] / "model_repository"
-MODELS = ("sam_encoder", "sam_decoder", "sam_amg_generate", "sam_amg")
-ONNX_MODELS = ("sam_encoder", "sam_decoder")
+MODELS = (ENCODER, DECODER, AMG_GENERATE, AMG)
+ONNX_MODELS = (ENCODER, DECODER)
 BUILD_INFO = "build_info.json"
 
 
@@ -60,8 +61,8 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
         shutil.copytree(CHECKED_IN / name, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
         config = tmp / name / "config.pbtxt"
         config.write_text(config.read_text() + parameters_block(params))
-    encoder = export_encoder(loaded.sam, tmp / "sam_encoder" / "1" / "model.onnx")
-    decoder = export_decoder(loaded.sam, tmp / "sam_decoder" / "1" / "model.onnx")
+    encoder = export_encoder(loaded.sam, tmp / ENCODER / "1" / "model.onnx")
+    decoder = export_decoder(loaded.sam, tmp / DECODER / "1" / "model.onnx")
     report = verify(loaded.sam, encoder, decoder, tolerance)
     info = {"target": "cpu", **params, "verification": asdict(report), "tolerance": tolerance}
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")

@@ -22,7 +22,6 @@ machine.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from build_engines.onnx_checks import Profile, check_tensorrt_compatible
+from samserve.contract import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,6 @@ def mismatch(existing: EngineMetadata, wanted: EngineMetadata) -> str | None:
 
 class EngineMismatch(RuntimeError):
     """A serialized engine does not belong to this GPU / TensorRT version / model / profile."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def device_facts() -> tuple[str, str, str]:

@@ -1,4 +1,4 @@
-"""Regenerate the protobuf/gRPC stubs in service/v1 from service/protos (needs grpcio-tools).
+"""Regenerate the protobuf/gRPC stubs in service/samserve/v1 from service/protos (needs grpcio-tools).
 
 python scripts/gen_protos.py            # rewrite the stubs
 python scripts/gen_protos.py --check    # exit 1 when the committed stubs are stale
@@ -16,7 +16,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "service" / "protos"
-TARGET = ROOT / "service" / "v1"
+TARGET = ROOT / "service" / "samserve" / "v1"
 FILES = ["samserve_pb2.py", "samserve_pb2.pyi", "samserve_pb2_grpc.py"]
 
 

@@ -36,7 +36,7 @@ def model_repository(small_sam, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server():
-    from samserve.embedded import start_redis
+    from samserve.devtools.local_servers import start_redis
 
     server = start_redis()
     yield server
@@ -45,7 +45,7 @@ def redis_server():
 
 @pytest.fixture(scope="session")
 def triton_server(model_repository, cache_dir, tmp_path_factory):
-    from samserve.embedded import start_triton
+    from samserve.devtools.local_servers import start_triton
 
     server = start_triton(model_repository, tmp_path_factory.mktemp("logs") / "triton.log", cache_dir)
     yield server
@@ -54,7 +54,7 @@ def triton_server(model_repository, cache_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gateway(triton_server, redis_server):
-    from tests.support.stack import GatewayThread, gateway_settings
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
 
     gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url))
     yield gw

@@ -1,5 +1,5 @@
 """The quality test's prompt protocol in-process, for checkpoints side by side: on the held-out
-scenes of `tests/quality` (its seed, its minimum area), how many shapes a centre point (the
+scenes (training.held_out: the quality test's seed and minimum area), how many shapes a centre point (the
 best-scored of its three masks) gives IoU >= 0.8, an exact box IoU >= 0.85, and the best of
 the point's three masks >= 0.8 (what a perfect IoU head would rank first).
 
@@ -13,12 +13,12 @@ candidate to serve, not instead of serving it (`pytest tests/quality`).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from training.held_out import MIN_AREA, scenes
 from training.train import center_point, click_and_box_ious
 
 
@@ -26,8 +26,6 @@ def prompt_ious(sam, n_scenes: int = 40) -> dict[str, np.ndarray]:
     """Per scored shape: IoU of the centre point's best-scored mask ("point"), of the exact
     box's single mask ("box") and the best of the point's three masks ("best_of_3")."""
     from segment_anything import SamPredictor
-
-    from tests.quality.test_shapes_model import MIN_AREA, scenes
 
     predictor = SamPredictor(sam.eval())
     out = {"point": [], "best_of_3": [], "box": []}  # in the order click_and_box_ious returns
@@ -44,8 +42,6 @@ def prompt_ious(sam, n_scenes: int = 40) -> dict[str, np.ndarray]:
 
 
 def counts(ious: dict[str, np.ndarray]) -> dict[str, int | float]:
-    from tests.quality.test_shapes_model import BOX_BAR, POINT_BAR
-
     n = len(ious["point"])
     return {
         "shapes": n,
@@ -54,7 +50,6 @@ def counts(ious: dict[str, np.ndarray]) -> dict[str, int | float]:
         "best of 3 >= 0.8": int((ious["best_of_3"] >= 0.8).sum()),
         "point mean": round(float(ious["point"].mean()), 3),
         "box mean": round(float(ious["box"].mean()), 3),
-        "bars need": max(math.ceil(POINT_BAR * n), math.ceil(BOX_BAR * n)),
     }
 
 

@@ -14,13 +14,12 @@ mask decoder are untouched.
 
 from __future__ import annotations
 
-import argparse
 import re
-from pathlib import Path
 
 import torch
 
-from build_engines.models import save_small_checkpoint
+from build_engines.models import load_small_state, save_small_checkpoint
+from training.checkpoint_cli import checkpoint_parser
 
 BLOCK = re.compile(r"^image_encoder\.blocks\.(\d+)\.(.+)$")
 ZEROED = ("attn.proj.weight", "attn.proj.bias", "mlp.lin2.weight", "mlp.lin2.bias")
@@ -55,14 +54,10 @@ def deepen_state_dict(state: dict, after: list[int]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
+    p = checkpoint_parser(__doc__)
     p.add_argument("--after", type=int, nargs="+", required=True, help="insert a pass-through block after these")
     args = p.parse_args()
-    state = torch.load(args.src, map_location="cpu", weights_only=True)
-    deep = deepen_state_dict(state, args.after)
-    save_small_checkpoint(deep, args.dst)
+    save_small_checkpoint(deepen_state_dict(load_small_state(args.src), args.after), args.dst)
     print(f"{args.src} -> {args.dst}: {len(args.after)} encoder blocks inserted after blocks {args.after}")
 
 

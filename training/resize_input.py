@@ -23,13 +23,11 @@ The grown model does not compute what the old one did (each 16-px patch now cove
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-from build_engines.models import save_small_checkpoint
+from build_engines.models import load_small_state, save_small_checkpoint
+from training.checkpoint_cli import checkpoint_parser
 
 ENC = "image_encoder."
 PATCH = 16
@@ -71,16 +69,12 @@ def resize_state_dict(state: dict, img_size: int, window: int | None = None) -> 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("out", type=Path)
+    p = checkpoint_parser(__doc__)
     p.add_argument("--img-size", type=int, required=True, help="the new input size S (a multiple of 16)")
     p.add_argument("--window", type=int, default=None, help="window size of the windowed blocks (default: scaled)")
     args = p.parse_args()
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    grown = resize_state_dict(state, args.img_size, args.window)
-    save_small_checkpoint(grown, args.out)
-    print(f"wrote {args.out}: input {args.img_size}")
+    save_small_checkpoint(resize_state_dict(load_small_state(args.src), args.img_size, args.window), args.dst)
+    print(f"wrote {args.dst}: input {args.img_size}")
 
 
 if __name__ == "__main__":

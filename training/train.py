@@ -33,16 +33,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from build_engines.models import (  # noqa: E402
+    PIXEL_MEAN,
+    PIXEL_STD,
     build_small_sam,
     load_checkpoint,
     save_small_checkpoint,
     small_architecture,
 )
-from samserve.pipeline.preprocess import resize_longest_side  # noqa: E402
+from samserve.core.preprocess import resize_longest_side  # noqa: E402
 from training.synthetic import make_scene, random_size  # noqa: E402
 
-MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+MEAN = np.array(PIXEL_MEAN, dtype=np.float32)
+STD = np.array(PIXEL_STD, dtype=np.float32)
 ARCH = {"img_size": 256, "encoder_embed_dim": 96, "encoder_depth": 4, "encoder_num_heads": 4}
 
 
@@ -296,7 +298,7 @@ def freeze_except(sam, prefixes: list[str] | None) -> list[tuple[str, torch.nn.P
     return trainable
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=9000)
@@ -384,7 +386,54 @@ def main() -> None:
         default=5.0,
         help="minutes between resume snapshots (<out>.resume.pt); a rerun of the same command continues from it",
     )
-    args = p.parse_args()
+    return p
+
+
+def _optimizer(trainable: list[tuple[str, torch.nn.Parameter]], lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases, norms, embeddings' scalars)."""
+    decay = [p for n, p in trainable if p.ndim > 1]
+    no_decay = [p for n, p in trainable if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def _resume(path: Path, sam, opt, args) -> tuple[int, float | None, float]:
+    """(first step, smoothed loss, minutes already spent): from the run's snapshot when one exists."""
+    if not path.exists():
+        return 0, None, 0.0
+    snap = torch.load(path, map_location=args.device, weights_only=False)
+    if snap["args"] != _resume_key(args):
+        raise SystemExit(f"{path} was written by a different command; delete it to start over")
+    sam.load_state_dict(snap["model"])
+    opt.load_state_dict(snap["optimizer"])
+    print(f"resuming from {path} at step {snap['next_step']} ({snap['minutes']:.1f} min already spent)")
+    return snap["next_step"], snap["smooth"], snap["minutes"]
+
+
+def _step_loss(sam, rng, scenes, resized, s: int, scene_size: int, args) -> torch.Tensor:
+    """One step's loss: the images encoded together, then each image's prompting rounds."""
+    emb = sam.image_encoder(batch_input(resized, s, args.device))
+    loss = torch.zeros((), device=args.device)
+    for b, sc in enumerate(scenes):
+        k = min(args.instances_per_image, len(sc.masks))
+        chosen = rng.choice(len(sc.masks), size=k, replace=False)
+        loss = loss + prompt_losses(
+            sam,
+            emb[b : b + 1],
+            sc.masks[chosen],
+            rng,
+            bool(rng.random() < 0.5),
+            args.iterations,
+            args.focal_weight,
+            args.iou_weight,
+            scene_size,
+            args.center_share,
+            args.exact_box_share,
+        )
+    return loss / len(scenes)
+
+
+def main() -> None:
+    args = _parser().parse_args()
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
@@ -393,23 +442,10 @@ def main() -> None:
     s = sam.image_encoder.img_size
     scene_size = args.scene_size or s
     mix = {k: v for k, v in (("max_shapes", args.max_shapes), ("outline_share", args.outline_share)) if v is not None}
-    trainable = freeze_except(sam, args.train_only)
-    decay = [p for n, p in trainable if p.ndim > 1]
-    no_decay = [p for n, p in trainable if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
-    )
+    opt = _optimizer(freeze_except(sam, args.train_only), args.lr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     resume_path = args.out.with_suffix(".resume.pt")
-    first, smooth, spent = 0, None, 0.0
-    if resume_path.exists():
-        snap = torch.load(resume_path, map_location=args.device, weights_only=False)
-        if snap["args"] != _resume_key(args):
-            raise SystemExit(f"{resume_path} was written by a different command; delete it to start over")
-        sam.load_state_dict(snap["model"])
-        opt.load_state_dict(snap["optimizer"])
-        first, smooth, spent = snap["next_step"], snap["smooth"], snap["minutes"]
-        print(f"resuming from {resume_path} at step {first} ({spent:.1f} min already spent)")
+    first, smooth, spent = _resume(resume_path, sam, opt, args)
     started = time.monotonic() - spent * 60
     last_snap = time.monotonic()
     bar = tqdm(
@@ -422,25 +458,7 @@ def main() -> None:
         rng, scenes, resized = next(stream)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=min(300, args.steps // 10 + 1))
-        emb = sam.image_encoder(batch_input(resized, s, args.device))
-        loss = torch.zeros((), device=args.device)
-        for b, sc in enumerate(scenes):
-            k = min(args.instances_per_image, len(sc.masks))
-            chosen = rng.choice(len(sc.masks), size=k, replace=False)
-            loss = loss + prompt_losses(
-                sam,
-                emb[b : b + 1],
-                sc.masks[chosen],
-                rng,
-                bool(rng.random() < 0.5),
-                args.iterations,
-                args.focal_weight,
-                args.iou_weight,
-                scene_size,
-                args.center_share,
-                args.exact_box_share,
-            )
-        loss = loss / len(scenes)
+        loss = _step_loss(sam, rng, scenes, resized, s, scene_size, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)  # frozen parameters have no grad: skipped

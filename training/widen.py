@@ -14,12 +14,10 @@ tensor's standard deviation) breaks the tie, at a small cost in what the widened
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
 
-from build_engines.models import save_small_checkpoint
+from build_engines.models import load_small_state, save_small_checkpoint
+from training.checkpoint_cli import checkpoint_parser
 
 ENC = "image_encoder."
 COPIED = (
@@ -79,16 +77,12 @@ def widen_state_dict(state: dict, factor: int = 2, noise: float = 0.0, seed: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
+    p = checkpoint_parser(__doc__)
     p.add_argument("--factor", type=int, default=2)
     p.add_argument("--noise", type=float, default=0.02, help="symmetry-breaking noise, x each weight's std")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    state = torch.load(args.src, map_location="cpu", weights_only=True)
-    wide = widen_state_dict(state, args.factor, args.noise, args.seed)
-    save_small_checkpoint(wide, args.dst)
+    save_small_checkpoint(widen_state_dict(load_small_state(args.src), args.factor, args.noise, args.seed), args.dst)
     print(f"{args.src} -> {args.dst}: encoder width x{args.factor}")
 
 

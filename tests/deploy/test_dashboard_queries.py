@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from samserve.client import PromptSpec
-from samserve.embedded import free_port
-from tests.support.images import png_image
+from samserve.devtools.local_servers import free_port
+from samserve.devtools.sample_images import png_image
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "dashboards" / "samserve.json"
 GPU_PANELS = {"GPU utilisation", "GPU memory used"}  # nv_gpu_* exist only where Triton sees a GPU

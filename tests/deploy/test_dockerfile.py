@@ -52,8 +52,21 @@ def test_gateway_image_has_no_pytorch(stages):
     assert "'torch' not in sys.modules" in runs  # the build itself checks it
 
 
+def test_triton_image_installs_none_of_the_gateways_dependencies(stages):
+    """The package goes in with --no-deps; what the models and the build need comes from
+    requirements-triton.txt, current with pyproject.toml and free of the gateway's stack."""
+    runs = " ".join(i["value"] for i in stages["triton"] if i["instruction"] == "RUN")
+    assert "pip install --no-cache-dir --no-deps ." in runs and "-r requirements-triton.txt" in runs
+    assert "[build" not in runs and "[gpu" not in runs  # extras would pull the base dependencies
+    r = subprocess.run([sys.executable, "scripts/gen_requirements.py", "--check"], cwd=ROOT, capture_output=True)
+    assert r.returncode == 0, r.stdout
+    names = {line.split("=")[0].split(">")[0].split("<")[0] for line in (ROOT / "requirements-triton.txt").open()}
+    assert {"numpy", "onnxruntime", "scipy", "torch", "segment-anything"} <= names
+    assert not names & {"grpcio", "redis", "pydantic", "pydantic-settings", "tritonclient", "prometheus-client"}
+
+
 def test_copied_paths_exist_and_ports_match_the_settings(stages):
-    from samserve.settings import Settings
+    from samserve.gateway.settings import Settings
 
     for instrs in stages.values():
         for i in instrs:

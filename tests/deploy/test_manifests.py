@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import kubernetes_validate
 
-from samserve.settings import Settings
+from samserve.gateway.settings import Settings
 
 K8S_VERSION = "1.32.0"
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema offline: checked by hand below

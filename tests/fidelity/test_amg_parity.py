@@ -16,9 +16,9 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from samserve.client import amg_records_from_pb, decode_mask
-from samserve.pipeline.rle import counts_to_mask
+from samserve.core.rle import counts_to_mask
+from samserve.devtools.sample_images import encode, synthetic_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import encode, synthetic_image
 
 SHAPES = {"landscape": (300, 420), "portrait": (380, 250)}
 LOW = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samserve.client import PromptSpec
-from tests.support.images import encode, synthetic_image
+from samserve.devtools.sample_images import encode, synthetic_image
 
 # (height, width): a portrait, a landscape, a square 1024 and a very elongated one
 SHAPES = {

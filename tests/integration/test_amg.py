@@ -7,9 +7,9 @@ import grpc
 import numpy as np
 import pytest
 
-from samserve.pipeline.amg_options import AmgOptions
+from samserve.core.amg_options import AmgOptions
+from samserve.devtools.sample_images import png_image, synthetic_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import png_image, synthetic_image
 
 BAD_OPTIONS = {
     "points_per_side": [0, 257, -3],
@@ -71,7 +71,7 @@ def test_an_embedded_image_skips_the_encoder_for_the_whole_image_layer(client, t
 def test_the_sam_amg_ensemble_answers_one_triton_request(triton_server, small_sam):
     import tritonclient.grpc as tc
 
-    from samserve.pipeline.preprocess import preprocess
+    from samserve.core.preprocess import preprocess
 
     image = synthetic_image(120, 180, seed=13)
     sam = small_sam.sam

@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
+from samserve.devtools.sample_images import encode, png_image, synthetic_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import encode, png_image, synthetic_image
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -173,7 +173,7 @@ def test_over_capacity_is_refused_quickly(triton_server, redis_server):
     import concurrent.futures as cf
 
     from samserve.client import SamClient
-    from tests.support.stack import GatewayThread, gateway_settings
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
 
     gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, max_concurrent_requests=1))
     try:

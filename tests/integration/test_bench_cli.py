@@ -7,7 +7,7 @@ import sys
 
 from PIL import Image
 
-from tests.support.images import encode, synthetic_image
+from samserve.devtools.sample_images import encode, synthetic_image
 
 
 def test_bench_sweep_writes_report_and_plots(gateway, tmp_path):
@@ -18,7 +18,7 @@ def test_bench_sweep_writes_report_and_plots(gateway, tmp_path):
         [
             sys.executable,
             "-m",
-            "samserve.cli",
+            "samserve.client.cli",
             "bench",
             str(image),
             "--server",
@@ -53,7 +53,7 @@ def test_bench_sweep_writes_report_and_plots(gateway, tmp_path):
 def test_open_loop_counts_latency_from_the_schedule(gateway):
     import asyncio
 
-    from samserve.loadgen import LoadGenerator
+    from samserve.devtools.loadgen import LoadGenerator
 
     gen = LoadGenerator(gateway.target, encode(synthetic_image(80, 80, seed=92)), (40, 40))
     result = asyncio.run(gen.run("segment", "hit", 4, 1.0, mode="open", rate=20))

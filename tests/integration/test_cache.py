@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from samserve.client import PromptSpec, SamClient
-from samserve.pipeline.embedding_codec import cache_key, decode_entry
-from samserve.pipeline.preprocess import PREPROCESS_VERSION
-from tests.support.images import png_image
-from tests.support.stack import GatewayThread, gateway_settings
+from samserve.contract import cache_key
+from samserve.core.embedding_codec import decode_entry
+from samserve.core.preprocess import PREPROCESS_VERSION
+from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+from samserve.devtools.sample_images import png_image
 
 POINT = PromptSpec(points=[(40, 50)], labels=[1])
 
@@ -86,7 +87,7 @@ def other_model_triton(tmp_path, cache_dir):
     """A second Triton serving the same architecture with other weights (a model upgrade)."""
     from build_engines.models import build_small_sam
     from build_engines.repository import write_cpu_repository
-    from samserve.embedded import start_triton
+    from samserve.devtools.local_servers import start_triton
 
     repo = write_cpu_repository(build_small_sam(img_size=256, seed=1), tmp_path / "repo")
     server = start_triton(repo, tmp_path / "triton.log", cache_dir)
@@ -111,7 +112,7 @@ def test_a_different_model_id_misses(client, redis_server, other_model_triton, s
 
 @pytest.fixture
 def own_redis_gateway(triton_server):
-    from samserve.embedded import start_redis
+    from samserve.devtools.local_servers import start_redis
 
     server = start_redis()
     gw = GatewayThread(gateway_settings(triton_server.grpc_url, server.url))
@@ -125,7 +126,7 @@ def test_requests_succeed_without_redis_and_caching_resumes(own_redis_gateway, t
     import threading
     import time
 
-    from samserve.embedded import start_redis
+    from samserve.devtools.local_servers import start_redis
 
     gw, server = own_redis_gateway
     data = png_image(220, 180, fresh_seed)
@@ -196,7 +197,7 @@ def test_two_replicas_share_the_cache_and_run_the_encoder_once(gateway, triton_s
 
 
 def test_redis_with_a_password(triton_server, triton_stats):
-    from samserve.embedded import start_redis
+    from samserve.devtools.local_servers import start_redis
 
     server = start_redis(extra_args=["--requirepass", "pa55word"])
     good = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:pa55word@127.0.0.1:{server.port}/0"))
@@ -216,7 +217,7 @@ def test_redis_with_a_password(triton_server, triton_stats):
 
 
 def test_redis_over_tls(triton_server, certs):
-    from samserve.embedded import free_port, start_redis
+    from samserve.devtools.local_servers import free_port, start_redis
 
     tls_port = free_port()
     server = start_redis(

@@ -9,11 +9,13 @@ import numpy as np
 from PIL import Image
 
 from samserve.client import PromptSpec
-from tests.support.images import encode, synthetic_image
+from samserve.devtools.sample_images import encode, synthetic_image
 
 
 def run_cli(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "samserve.cli", *args], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "samserve.client.cli", *args], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -74,7 +76,17 @@ def test_segment_reports_a_bad_prompt_without_a_traceback(gateway, tmp_path):
     path = tmp_path / "img.png"
     path.write_bytes(encode(synthetic_image(50, 50, seed=23)))
     r = subprocess.run(
-        [sys.executable, "-m", "samserve.cli", "segment", str(path), "--point", "500,5", "--server", gateway.target],
+        [
+            sys.executable,
+            "-m",
+            "samserve.client.cli",
+            "segment",
+            str(path),
+            "--point",
+            "500,5",
+            "--server",
+            gateway.target,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

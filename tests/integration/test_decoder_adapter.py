@@ -16,8 +16,8 @@ from build_engines.gpu_repository import DECODER_CORE, adapter_config, decoder_c
 from build_engines.repository import model_parameters
 from build_engines.tensorrt_engines import EngineLimits
 from samserve.client import PromptSpec
+from samserve.devtools.sample_images import encode, synthetic_image
 from tests.integration.conftest import TritonStats
-from tests.support.images import encode, synthetic_image
 
 STANDIN = Path(__file__).resolve().parents[1] / "support" / "decoder_core" / "model.py"
 LIMITS = EngineLimits(encoder_max_batch=2, decoder_max_prompts=8, decoder_max_points=66)
@@ -26,8 +26,8 @@ LIMITS = EngineLimits(encoder_max_batch=2, decoder_max_prompts=8, decoder_max_po
 @pytest.fixture(scope="module")
 def adapter_stack(model_repository, small_sam, redis_server, cache_dir, tmp_path_factory):
     from samserve.client import SamClient
-    from samserve.embedded import start_triton
-    from tests.support.stack import GatewayThread, gateway_settings
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.devtools.local_servers import start_triton
 
     repo = tmp_path_factory.mktemp("adapter") / "repo"
     shutil.copytree(model_repository, repo)

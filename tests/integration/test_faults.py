@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from samserve.client import PromptSpec, SamClient
-from tests.support.images import png_image
-from tests.support.stack import GatewayThread, gateway_settings
+from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+from samserve.devtools.sample_images import png_image
 
 DEADLINE_S = 8.0
 
@@ -37,7 +37,7 @@ def wait_for(predicate, timeout: float, what: str) -> float:
 
 @pytest.fixture
 def own_triton(model_repository, cache_dir, tmp_path):
-    from samserve.embedded import start_triton
+    from samserve.devtools.local_servers import start_triton
 
     server = start_triton(model_repository, tmp_path / "triton.log", cache_dir)
     yield server
@@ -45,7 +45,7 @@ def own_triton(model_repository, cache_dir, tmp_path):
 
 
 def test_triton_killed_under_load_then_restarted(own_triton, redis_server, cache_dir, tmp_path, model_repository):
-    from samserve.embedded import start_triton
+    from samserve.devtools.local_servers import start_triton
 
     gw = GatewayThread(gateway_settings(own_triton.grpc_url, redis_server.url))
     try:

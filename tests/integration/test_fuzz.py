@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from samserve.devtools.sample_images import encode, synthetic_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import encode, synthetic_image
 
 DOCUMENTED = {
     grpc.StatusCode.OK,

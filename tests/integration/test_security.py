@@ -7,8 +7,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from samserve.client import SamClient
-from tests.support.images import png_image
-from tests.support.stack import GatewayThread, gateway_settings
+from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+from samserve.devtools.sample_images import png_image
 
 IMAGE = png_image(64, 64, 31)
 

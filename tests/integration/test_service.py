@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from samserve.client import PromptSpec, SamClient, decode_mask
+from samserve.devtools.sample_images import png_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import png_image
 
 
 def test_health_reports_serving(gateway):
@@ -55,7 +55,7 @@ def test_embedding_matches_reference_encoder(client, small_sam, fresh_seed):
     import torch
     from segment_anything import SamPredictor
 
-    from tests.support.images import encode, synthetic_image
+    from samserve.devtools.sample_images import encode, synthetic_image
 
     img = synthetic_image(240, 320, fresh_seed)
     r = client.embed(encode(img), return_embedding=True)

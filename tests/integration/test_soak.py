@@ -11,9 +11,9 @@ import grpc
 import psutil
 
 from samserve.client import PromptSpec, SamClient
-from samserve.embedded import free_port
+from samserve.devtools.local_servers import free_port
+from samserve.devtools.sample_images import png_image
 from samserve.v1 import samserve_pb2 as pb
-from tests.support.images import png_image
 
 REQUESTS = 2000
 
@@ -24,7 +24,7 @@ def test_gateway_rss_stays_bounded_over_a_soak(triton_server, redis_server, tmp_
         [
             sys.executable,
             "-m",
-            "samserve.cli",
+            "samserve.client.cli",
             "serve",
             "--no-embedded",
             "--port",

@@ -18,8 +18,8 @@ def trained_client(redis_server, cache_dir, tmp_path_factory):
     from build_engines.models import load_checkpoint
     from build_engines.repository import write_cpu_repository
     from samserve.client import SamClient
-    from samserve.embedded import start_triton
-    from tests.support.stack import GatewayThread, gateway_settings
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.devtools.local_servers import start_triton
 
     loaded = load_checkpoint(CHECKPOINT, "small")
     repo = write_cpu_repository(loaded, tmp_path_factory.mktemp("trained") / "repo")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from samserve.pipeline.batching import DecoderRequest, run_concatenated, run_decoder_batched
+from samserve.triton.batching import DecoderRequest, run_concatenated, run_decoder_batched
 
 
 def test_run_concatenated_splits_back_in_order_with_bounded_batches():

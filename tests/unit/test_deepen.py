@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from build_engines.models import build_small_sam, small_architecture, small_sam_from_state_dict
-from tests.support.images import scene_input
+from tests.support.scenes import scene_input
 from training.deepen import deepen_state_dict
 
 

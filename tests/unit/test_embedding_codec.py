@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samserve.pipeline.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
+from samserve.core.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
 
 ENTRY = ImageEmbedding(
     np.random.default_rng(0).normal(size=(1, 256, 4, 4)).astype(np.float16), (300, 451), (170, 256), "m1"

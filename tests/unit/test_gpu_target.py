@@ -25,7 +25,7 @@ from build_engines.tensorrt_engines import (
     load_plan,
     mismatch,
 )
-from samserve.settings import Settings
+from samserve.gateway.settings import Settings
 
 LIMITS = EngineLimits()
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samserve.errors import InvalidInput, Overloaded
-from samserve.pipeline.image import decode_image
-from tests.support.images import synthetic_image
+from samserve.core.errors import InvalidInput, Overloaded
+from samserve.core.image import decode_image
+from samserve.devtools.sample_images import synthetic_image
 
 
 def save(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

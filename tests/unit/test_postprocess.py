@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samserve.pipeline.postprocess import postprocess_masks, resize_bilinear, select_masks
-from samserve.pipeline.preprocess import preprocess_shape
+from samserve.core.postprocess import postprocess_masks, resize_bilinear, select_masks
+from samserve.core.preprocess import preprocess_shape
 
 
 @pytest.mark.parametrize("size", [(256, 256), (1500, 333), (77, 1024), (64, 64), (30, 20), (1, 5)])

@@ -7,8 +7,8 @@ import pytest
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samserve.pipeline.preprocess import preprocess, preprocess_shape
-from tests.support.images import synthetic_image
+from samserve.core.preprocess import preprocess, preprocess_shape
+from samserve.devtools.sample_images import synthetic_image
 
 SHAPES = [(480, 640), (640, 427), (1024, 1024), (333, 1500), (1500, 333), (17, 9), (256, 256)]
 IDS = ["landscape", "portrait", "square1024", "elongated", "tall", "tiny", "exact"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from samserve.errors import InvalidInput
-from samserve.pipeline.prompts import Prompt, apply_coords, decoder_batches, validate_prompts
+from samserve.core.errors import InvalidInput
+from samserve.core.prompts import Prompt, apply_coords, decoder_batches, validate_prompts
 
 
 def P(points=(), labels=(), box=None, mask=None) -> Prompt:

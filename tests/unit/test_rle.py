@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samserve.pipeline.mask_formats import (
+from samserve.core.mask_formats import (
     MaskFormat,
     encode_mask,
     packed_bits_to_mask,
     png_to_mask,
 )
-from samserve.pipeline.rle import coco_rle_to_mask, counts_to_mask, mask_to_coco_rle, mask_to_counts
+from samserve.core.rle import coco_rle_to_mask, counts_to_mask, mask_to_coco_rle, mask_to_counts
 
 MASKS = {
     "empty": np.zeros((7, 5), bool),

@@ -233,7 +233,7 @@ def test_data_workers_make_the_same_steps_as_inline_and_stop_when_closed():
 
 
 def test_training_inputs_are_the_served_pipelines():
-    from samserve.pipeline.preprocess import preprocess, to_model_input
+    from samserve.core.preprocess import preprocess, to_model_input
 
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((64, 40), (30, 64), (64, 64))]

@@ -1,45 +1,35 @@
 """sam_amg_generate: SamAutomaticMaskGenerator over BLS calls to sam_decoder / sam_encoder."""
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.backends.bls import bls
-from samserve.errors import SamServeError
-from samserve.pipeline.amg_generator import AutomaticMaskGenerator
-from samserve.pipeline.amg_options import AmgOptions
-from samserve.pipeline.model_info import ModelInfo
+from samserve.contract import DECODER, DECODER_INPUTS, DECODER_OUTPUTS, EMBEDDINGS, ENCODER, ENCODER_INPUT
+from samserve.core.amg_options import AmgOptions
+from samserve.core.errors import SamServeError
+from samserve.triton.amg_generator import AutomaticMaskGenerator
+from samserve.triton.bls import bls
+from samserve.triton.model_config import model_info
+from samserve.triton.responses import error_response, tensors_response
 
 
 def _encode(images):
-    return bls("sam_encoder", {"images": images}, ["image_embeddings"])[0]
+    return bls(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS])[0]
 
 
 def _decode(embedding, point_coords, point_labels):
     b, low = len(point_coords), 4 * embedding.shape[-1]
-    masks, iou = bls(
-        "sam_decoder",
-        {
-            "image_embeddings": embedding,
-            "point_coords": point_coords[None],
-            "point_labels": point_labels[None],
-            "mask_input": np.zeros((1, b, 1, low, low), np.float32),
-            "has_mask_input": np.zeros((1, b), np.float32),
-        },
-        ["low_res_masks", "iou_predictions"],
-    )
+    no_mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
+    inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *no_mask), strict=True))
+    masks, iou = bls(DECODER, inputs, list(DECODER_OUTPUTS))
     return masks[0], iou[0]
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.generator = AutomaticMaskGenerator(ModelInfo.from_parameters(params), _encode, _decode)
+        self.generator = AutomaticMaskGenerator(model_info(args), _encode, _decode)
 
     def _generate(self, request):
-        emb = pb_utils.get_input_tensor_by_name(request, "image_embeddings").as_numpy()
+        emb = pb_utils.get_input_tensor_by_name(request, EMBEDDINGS).as_numpy()
         image_t = pb_utils.get_input_tensor_by_name(request, "image")
         size = pb_utils.get_input_tensor_by_name(request, "original_size").as_numpy().reshape(-1)
         raw = pb_utils.get_input_tensor_by_name(request, "amg_options").as_numpy().reshape(-1)[0]
@@ -52,15 +42,16 @@ class TritonPythonModel:
             raise ValueError("crop_n_layers > 0 needs the image input")
         masks = self.generator.generate(opts, original_size, image=image, embedding=emb.astype(np.float16))
         rles = np.array([np.asarray(r, dtype="<u4").tobytes() for r in masks.rles], dtype=np.object_)
-        outputs = {
-            "rle_counts": rles.reshape(1, -1),
-            "boxes": masks.boxes.astype(np.int64).reshape(1, -1, 4),
-            "predicted_iou": masks.predicted_iou.astype(np.float32).reshape(1, -1),
-            "stability_score": masks.stability_score.astype(np.float32).reshape(1, -1),
-            "point_coords": masks.point_coords.astype(np.float64).reshape(1, -1, 2),
-            "crop_boxes": masks.crop_boxes.astype(np.int64).reshape(1, -1, 4),
-        }
-        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()])
+        return tensors_response(
+            {
+                "rle_counts": rles.reshape(1, -1),
+                "boxes": masks.boxes.astype(np.int64).reshape(1, -1, 4),
+                "predicted_iou": masks.predicted_iou.astype(np.float32).reshape(1, -1),
+                "stability_score": masks.stability_score.astype(np.float32).reshape(1, -1),
+                "point_coords": masks.point_coords.astype(np.float64).reshape(1, -1, 2),
+                "crop_boxes": masks.crop_boxes.astype(np.int64).reshape(1, -1, 4),
+            }
+        )
 
     def execute(self, requests):
         responses = []
@@ -68,5 +59,5 @@ class TritonPythonModel:
             try:
                 responses.append(self._generate(request))
             except (SamServeError, ValueError, RuntimeError) as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                responses.append(error_response(str(exc)))
         return responses

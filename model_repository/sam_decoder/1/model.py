@@ -2,25 +2,22 @@
 (CPU target) or, when the `core_model` parameter names one (GPU target), by that model (the
 TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts."""
 
-import json
-import os
-
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from samserve.backends.bls import bls
-from samserve.pipeline.batching import DecoderRequest, run_decoder_batched
-
-INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-OUTPUTS = ["low_res_masks", "iou_predictions"]
+from samserve.contract import DECODER_INPUTS, DECODER_OUTPUTS
+from samserve.triton.batching import DecoderRequest, run_decoder_batched
+from samserve.triton.bls import bls
+from samserve.triton.model_config import parse
+from samserve.triton.onnx_session import onnx_session
+from samserve.triton.responses import batched_responses, tensors_response
 
 
 def _parse(request, emb_size):
-    t = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUTS}
+    t = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DECODER_INPUTS}
     if any(v.shape[0] != 1 for v in t.values()):
         raise ValueError("every input must have batch size 1 (one image per request)")
-    emb, coords, labels, mask, has = (t[name] for name in INPUTS)
+    emb, coords, labels, mask, has = (t[name] for name in DECODER_INPUTS)
     b, n = coords.shape[1], coords.shape[2]
     low = 4 * emb_size
     if emb.shape[1:] != (256, emb_size, emb_size):
@@ -35,52 +32,39 @@ def _parse(request, emb_size):
     return DecoderRequest(emb, coords[0], labels[0], mask[0], has[0])
 
 
+def _response(out):
+    masks, ious = out
+    low_res_masks, iou_predictions = DECODER_OUTPUTS
+    return tensors_response(
+        {
+            low_res_masks: np.ascontiguousarray(masks[None], dtype=np.float32),
+            iou_predictions: np.ascontiguousarray(ious[None], dtype=np.float32),
+        }
+    )
+
+
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        _, params = parse(args)
         self.emb_size = int(params["img_size"]) // 16
         self.max_prompts = int(params.get("max_prompts_per_run", "64"))
         self.core_model = params.get("core_model", "")
-        if self.core_model:
-            self.session = None
-            return
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.session = None if self.core_model else onnx_session(args, params)
 
     def _run(self, feed):
         if self.core_model:  # its config declares has_mask_input as dims [1], reshaped to the engine's (B,)
             feed = {**feed, "has_mask_input": feed["has_mask_input"].reshape(-1, 1)}
-            return tuple(bls(self.core_model, feed, OUTPUTS))
-        masks, ious = self.session.run(OUTPUTS, feed)
+            return tuple(bls(self.core_model, feed, list(DECODER_OUTPUTS)))
+        masks, ious = self.session.run(list(DECODER_OUTPUTS), feed)
         return masks, ious
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        parsed, valid = [], []
-        for i, request in enumerate(requests):
-            try:
-                parsed.append(_parse(request, self.emb_size))
-                valid.append(i)
-            except ValueError as exc:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
-        try:
-            outputs = run_decoder_batched(
+        return batched_responses(
+            requests,
+            lambda request: _parse(request, self.emb_size),
+            lambda parsed: run_decoder_batched(
                 parsed, self._run, self.max_prompts, np.float16 if self.core_model else np.float32
-            )
-        except Exception as exc:
-            outputs = [exc] * len(valid)
-        for i, out in zip(valid, outputs, strict=True):
-            if isinstance(out, Exception):
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"decoder failed: {out}"))
-                continue
-            masks, ious = out
-            responses[i] = pb_utils.InferenceResponse(
-                [
-                    pb_utils.Tensor("low_res_masks", np.ascontiguousarray(masks[None], dtype=np.float32)),
-                    pb_utils.Tensor("iou_predictions", np.ascontiguousarray(ious[None], dtype=np.float32)),
-                ]
-            )
-        return responses
+            ),
+            _response,
+            "decoder",
+        )

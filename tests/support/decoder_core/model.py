@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+from samserve.contract import DECODER_INPUTS as INPUTS
+from samserve.contract import DECODER_OUTPUTS
 
 
 class TritonPythonModel:
@@ -25,7 +26,7 @@ class TritonPythonModel:
             if feed["image_embeddings"].dtype != np.float16:
                 raise pb_utils.TritonModelException("image_embeddings must arrive as FP16")
             feed["image_embeddings"] = feed["image_embeddings"].astype(np.float32)
-            masks, ious = self.session.run(["low_res_masks", "iou_predictions"], feed)
+            masks, ious = self.session.run(list(DECODER_OUTPUTS), feed)
             responses.append(
                 pb_utils.InferenceResponse(
                     [pb_utils.Tensor("low_res_masks", masks), pb_utils.Tensor("iou_predictions", ious)]

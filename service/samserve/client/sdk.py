@@ -1,0 +1,188 @@
+"""A small synchronous Python client for samserve.v1.SegmentAnything.
+
+with SamClient("127.0.0.1:50051") as c:
+    seg = c.segment(open("dog.jpg", "rb").read(), [PromptSpec(points=[(500, 375)], labels=[1])])
+    best = seg.prompts[0].masks[seg.prompts[0].iou_predictions.argmax()]   # (H, W) bool
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from samserve.core.mask_formats import packed_bits_to_mask, png_to_mask
+from samserve.core.rle import coco_rle_to_mask, counts_to_mask
+from samserve.v1 import samserve_pb2 as pb
+from samserve.v1 import samserve_pb2_grpc as pb_grpc
+
+
+@dataclass
+class PromptSpec:
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+    mask_input: np.ndarray | None = None  # (L, L) float32 low-res logits
+
+    def to_pb(self) -> pb.Prompt:
+        p = pb.Prompt(
+            points=[pb.Point(x=x, y=y, label=lab) for (x, y), lab in zip(self.points, self.labels, strict=True)]
+        )
+        if self.box is not None:
+            p.box.CopyFrom(pb.Box(x0=self.box[0], y0=self.box[1], x1=self.box[2], y1=self.box[3]))
+        if self.mask_input is not None:
+            m = np.ascontiguousarray(self.mask_input, dtype="<f4")
+            p.mask_input.CopyFrom(pb.MaskInput(data=m.tobytes(), height=m.shape[0], width=m.shape[1]))
+        return p
+
+
+@dataclass
+class PromptMasks:
+    masks: np.ndarray  # (C, H, W) bool
+    iou_predictions: np.ndarray  # (C,) float32
+    low_res_logits: np.ndarray | None  # (C, L, L) float32
+
+
+@dataclass
+class Segmentation:
+    image_id: str
+    original_size: tuple[int, int]
+    cached: bool
+    prompts: list[PromptMasks]
+
+
+def decode_mask(m: pb.Mask) -> np.ndarray:
+    """Any API mask format -> (H, W) bool."""
+    kind = m.WhichOneof("data")
+    if kind == "coco_rle":
+        return coco_rle_to_mask({"size": list(m.coco_rle.size), "counts": m.coco_rle.counts})
+    if kind == "uncompressed_rle":
+        return counts_to_mask(list(m.uncompressed_rle.counts), m.height, m.width)
+    if kind == "png":
+        return png_to_mask(m.png)
+    if kind == "packed_bits":
+        return packed_bits_to_mask(m.packed_bits, m.height, m.width)
+    raise ValueError("mask without data")
+
+
+def segmentation_from_pb(r: pb.SegmentResponse) -> Segmentation:
+    prompts = []
+    for res in r.results:
+        logits = None
+        if res.low_res_logits:
+            logits = np.stack(
+                [np.frombuffer(lr.data, dtype="<f4").reshape(lr.height, lr.width) for lr in res.low_res_logits]
+            )
+        prompts.append(
+            PromptMasks(
+                np.stack([decode_mask(m) for m in res.masks]),
+                np.asarray(res.iou_predictions, dtype=np.float32),
+                logits,
+            )
+        )
+    return Segmentation(r.image_id, (r.original_size.height, r.original_size.width), r.cached, prompts)
+
+
+@dataclass
+class AmgRecord:
+    """A SamAutomaticMaskGenerator record, segmentation decoded to (H, W) bool."""
+
+    segmentation: np.ndarray
+    bbox: list[int]
+    area: int
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]]
+    crop_box: list[int]
+
+
+def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
+    return [
+        AmgRecord(
+            decode_mask(m.segmentation),
+            list(m.bbox),
+            m.area,
+            m.predicted_iou,
+            m.stability_score,
+            [[p.x, p.y] for p in m.point_coords],
+            list(m.crop_box),
+        )
+        for m in r.masks
+    ]
+
+
+class SamClient:
+    """token: sent as 'authorization: Bearer <token>'; root_certificates (PEM bytes) switch to
+    TLS; certificate_chain + private_key add a client certificate (mutual TLS)."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ):
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
+        self.stub = pb_grpc.SegmentAnythingStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> SamClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def embed(self, image: bytes, return_embedding: bool = False) -> pb.EmbedResponse:
+        return self.stub.Embed(
+            pb.EmbedRequest(image=image, return_embedding=return_embedding),
+            timeout=self.timeout_s,
+            metadata=self.metadata,
+        )
+
+    def segment(
+        self,
+        image: bytes | None = None,
+        prompts: list[PromptSpec] | None = None,
+        *,
+        image_id: str | None = None,
+        multimask_output: bool = True,
+        mask_format: int = pb.MASK_FORMAT_COCO_RLE,
+        return_low_res_logits: bool = False,
+    ) -> Segmentation:
+        req = pb.SegmentRequest(
+            prompts=[p.to_pb() for p in prompts or []],
+            multimask_output=multimask_output,
+            mask_format=mask_format,
+            return_low_res_logits=return_low_res_logits,
+        )
+        if image is not None:
+            req.image = image
+        else:
+            req.image_id = image_id or ""
+        return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s, metadata=self.metadata))
+
+    def generate_masks_pb(
+        self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, **options
+    ) -> pb.GenerateMasksResponse:
+        """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
+        req = pb.GenerateMasksRequest(image=image, options=pb.AmgOptions(**options), output_format=output_format)
+        return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
+
+    def generate_masks(self, image: bytes, **options) -> list[AmgRecord]:
+        return amg_records_from_pb(self.generate_masks_pb(image, **options))

@@ -1,0 +1,104 @@
+"""What crosses process boundaries, written once: Triton model and tensor names, the model-config
+parameters build_engines writes and the gateway and the python-backend models read, the
+model-id formula and the embedding cache key. numpy only, so every side can import it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+# -- Triton models and their tensors (names follow Meta's ONNX export) ---------------------
+ENCODER = "sam_encoder"
+DECODER = "sam_decoder"
+DECODER_CORE = "sam_decoder_trt"  # GPU target: the TensorRT plan the sam_decoder adapter calls
+AMG_GENERATE = "sam_amg_generate"
+AMG = "sam_amg"  # ensemble: sam_encoder -> sam_amg_generate
+
+ENCODER_INPUT = "images"
+EMBEDDINGS = "image_embeddings"
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+AMG_INPUTS = ("image_embeddings", "image", "original_size", "amg_options")
+AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
+
+ModelType = Literal["vit_b", "vit_l", "vit_h", "small"]
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+
+# -- model-config parameters ---------------------------------------------------------------
+REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")
+
+
+def config_parameters(model_config: dict) -> dict[str, str]:
+    """A Triton model config (as JSON: what a python-backend model gets in `args["model_config"]`
+    and what the gateway reads with get_model_config) -> its parameters as plain strings."""
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a served SAM model says about itself: written by build_engines into the Triton
+    configs' `parameters`, read by the gateway and by the python-backend models."""
+
+    model_id: str
+    model_type: str
+    img_size: int  # S: the encoder's square input size
+    pixel_mean: np.ndarray  # (3,) float32
+    pixel_std: np.ndarray  # (3,) float32
+    mask_threshold: float
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // 16
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> ModelInfo:
+        """From a config's parameters (string values); KeyError names what is missing."""
+        missing = [k for k in REQUIRED if k not in params]
+        if missing:
+            raise KeyError(f"model parameters lack {missing}: rebuild the model repository")
+        return cls(
+            model_id=params["model_id"],
+            model_type=params.get("model_type", "unknown"),
+            img_size=int(params["img_size"]),
+            pixel_mean=np.asarray(json.loads(params["pixel_mean"]), dtype=np.float32),
+            pixel_std=np.asarray(json.loads(params["pixel_std"]), dtype=np.float32),
+            mask_threshold=float(params.get("mask_threshold", "0.0")),
+        )
+
+
+# -- model ids and cache keys --------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_id(model_type: str, weights_sha256: str) -> str:
+    """Identifies a served model: its type and the hash of its weights (the checkpoint file's,
+    or for weights built in memory their state_dict digest), so new weights never share an id."""
+    return f"{model_type}-{weights_sha256[:16]}"
+
+
+def checkpoint_model_id(model_type: str, checkpoint: Path) -> str:
+    return model_id(model_type, sha256_file(checkpoint))
+
+
+def cache_key(model_id: str, preprocess_version: str, image_sha256: str) -> str:
+    """samserve:emb:{model_id}:{preprocess_version}:{sha256 of the encoded image bytes}."""
+    return f"samserve:emb:{model_id}:{preprocess_version}:{image_sha256}"
+
+
+def lock_key(cache_key: str) -> str:
+    """The single-flight lock of one cache entry, shared by every gateway replica."""
+    return cache_key + ":lock"

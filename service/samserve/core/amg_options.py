@@ -1,0 +1,89 @@
+"""SamAutomaticMaskGenerator's options: defaults equal the reference's; validation names the
+option and its allowed range; the work budget (points x crops) is known before any work."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+from samserve.core.errors import InvalidInput, Overloaded
+
+
+@dataclass(frozen=True)
+class AmgOptions:
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+
+    # (low, high, what) for every option; checked in validate()
+    RANGES: ClassVar[dict[str, tuple[float, float, str]]] = {
+        "points_per_side": (1, 256, "an integer in [1, 256]"),
+        "points_per_batch": (1, 1024, "an integer in [1, 1024]"),
+        "pred_iou_thresh": (0.0, 1.0, "a number in [0, 1]"),
+        "stability_score_thresh": (0.0, 1.0, "a number in [0, 1]"),
+        "stability_score_offset": (0.0, 1000.0, "a number in [0, 1000]"),
+        "box_nms_thresh": (0.0, 1.0, "a number in [0, 1]"),
+        "crop_n_layers": (0, 4, "an integer in [0, 4]"),
+        "crop_nms_thresh": (0.0, 1.0, "a number in [0, 1]"),
+        "crop_overlap_ratio": (0.0, 0.99, "a number in [0, 0.99]"),
+        "crop_n_points_downscale_factor": (1, 64, "an integer in [1, 64]"),
+        "min_mask_region_area": (0, 1 << 30, "an integer in [0, 2^30]"),
+    }
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            low, high, what = self.RANGES[f.name]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise InvalidInput(f"options.{f.name} = {value!r}; must be {what}")
+            if not low <= value <= high:
+                raise InvalidInput(f"options.{f.name} = {value:g}; must be {what}")
+        for layer in range(self.crop_n_layers + 1):
+            if self.points_per_layer(layer) < 1:
+                raise InvalidInput(
+                    f"options.crop_n_points_downscale_factor = {self.crop_n_points_downscale_factor}: crop layer "
+                    f"{layer} would get no points (points_per_side {self.points_per_side} / "
+                    f"{self.crop_n_points_downscale_factor}^{layer} < 1)"
+                )
+
+    def points_per_layer(self, layer: int) -> int:
+        return int(self.points_per_side / (self.crop_n_points_downscale_factor**layer)) ** 2
+
+    def total_points(self) -> int:
+        """Decoder prompts the request will run: crop layer i has 4^i crops."""
+        return sum(4**layer * self.points_per_layer(layer) for layer in range(self.crop_n_layers + 1))
+
+    def encoder_runs(self) -> int:
+        return sum(4**layer for layer in range(self.crop_n_layers + 1))
+
+    def check_budget(self, max_points: int) -> None:
+        total = self.total_points()
+        if total > max_points:
+            raise Overloaded(
+                f"options: this request would run {total} point prompts over {self.encoder_runs()} crops; the "
+                f"configured budget is {max_points} (lower points_per_side, crop_n_layers, or raise "
+                "crop_n_points_downscale_factor)"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AmgOptions:
+        data = json.loads(text)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InvalidInput(f"options: unknown {sorted(unknown)}")
+        opts = cls(**data)
+        opts.validate()
+        return opts

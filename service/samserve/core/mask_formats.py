@@ -1,0 +1,50 @@
+"""Encoding masks in the API's formats (COCO RLE, uncompressed RLE, PNG, packed bits)."""
+
+from __future__ import annotations
+
+import enum
+import io
+
+import numpy as np
+from PIL import Image
+
+from samserve.core.rle import mask_to_coco_rle, mask_to_counts
+
+
+class MaskFormat(enum.Enum):
+    COCO_RLE = "coco_rle"
+    UNCOMPRESSED_RLE = "uncompressed_rle"
+    PNG = "png"
+    PACKED_BITS = "packed_bits"
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    """(H, W) bool -> 8-bit grayscale PNG with 0 / 255."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def png_to_mask(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L")) > 127
+
+
+def mask_to_packed_bits(mask: np.ndarray) -> bytes:
+    """(H, W) bool -> numpy.packbits of the row-major flattening (bitorder big)."""
+    return np.packbits(np.asarray(mask, dtype=bool).reshape(-1)).tobytes()
+
+
+def packed_bits_to_mask(data: bytes, height: int, width: int) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
+    return bits.reshape(height, width).astype(bool)
+
+
+def encode_mask(mask: np.ndarray, fmt: MaskFormat) -> dict | list[int] | bytes:
+    """The format's payload: dict for COCO RLE, counts for uncompressed RLE, bytes otherwise."""
+    if fmt is MaskFormat.COCO_RLE:
+        return mask_to_coco_rle(mask)
+    if fmt is MaskFormat.UNCOMPRESSED_RLE:
+        return mask_to_counts(mask)
+    if fmt is MaskFormat.PNG:
+        return mask_to_png(mask)
+    return mask_to_packed_bits(mask)

@@ -1,0 +1,149 @@
+"""Async client for the sam_encoder / sam_decoder models in Triton."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tritonclient.grpc.aio as triton
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from samserve.contract import (
+    AMG_GENERATE,
+    AMG_OUTPUTS,
+    DECODER,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    EMBEDDINGS,
+    ENCODER,
+    ENCODER_INPUT,
+    ModelInfo,
+    config_parameters,
+)
+from samserve.core.errors import BackendUnavailable, DeadlineExceeded, SamServeError
+
+log = logging.getLogger(__name__)
+DTYPES = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.object_): "BYTES",
+}
+
+
+def _translate(exc: InferenceServerException, what: str) -> SamServeError:
+    status = str(exc.status() or "")
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in str(exc):
+        return DeadlineExceeded(f"{what}: deadline exceeded")
+    if "UNAVAILABLE" in status or "failed to connect" in str(exc).lower():
+        return BackendUnavailable(f"{what}: Triton is unavailable ({exc.message()})")
+    return BackendUnavailable(f"{what}: Triton error {status}: {exc.message()}")
+
+
+class TritonBackend:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        # reconnect fast after Triton restarts (gRPC's default backoff grows to two minutes);
+        # dns:/// targets (a headless Service) get round-robin over every resolved Triton pod
+        channel_args = [
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_send_message_length", 1 << 30),
+            ("grpc.max_receive_message_length", 1 << 30),
+            ("grpc.keepalive_time_ms", 30000),
+        ]
+        if url.startswith("dns:"):
+            channel_args.append(("grpc.lb_policy_name", "round_robin"))
+        self._client = triton.InferenceServerClient(url, channel_args=channel_args)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _timeout(self, deadline_s: float | None) -> float:
+        return self.timeout_s if deadline_s is None else max(0.001, min(self.timeout_s, deadline_s))
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(ENCODER, client_timeout=2)) and bool(
+                await self._client.is_model_ready(DECODER, client_timeout=2)
+            )
+        except InferenceServerException:
+            return False
+
+    async def model_info(self) -> ModelInfo:
+        try:
+            config = await self._client.get_model_config(ENCODER, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc, "reading sam_encoder's config") from None
+        try:
+            return ModelInfo.from_parameters(config_parameters(config["config"]))
+        except (KeyError, ValueError) as exc:
+            raise BackendUnavailable(f"sam_encoder's config: {exc}") from None
+
+    async def _infer(
+        self, model: str, arrays: dict[str, np.ndarray], outputs: list[str], deadline_s: float | None
+    ) -> list[np.ndarray]:
+        inputs = []
+        for name, arr in arrays.items():
+            dtype = DTYPES[arr.dtype]
+            inp = InferInput(name, list(arr.shape), dtype)
+            inp.set_data_from_numpy(np.ascontiguousarray(arr))
+            inputs.append(inp)
+        try:
+            result = await self._client.infer(
+                model,
+                inputs,
+                outputs=[InferRequestedOutput(o) for o in outputs],
+                client_timeout=self._timeout(deadline_s),
+            )
+        except InferenceServerException as exc:
+            raise _translate(exc, model) from None
+        return [result.as_numpy(o) for o in outputs]
+
+    async def encode(self, images: np.ndarray, deadline_s: float | None = None) -> np.ndarray:
+        """(1, 3, S, S) float32 -> (1, 256, S/16, S/16) float16."""
+        (emb,) = await self._infer(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS], deadline_s)
+        return emb
+
+    async def decode(
+        self,
+        image_embeddings: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        deadline_s: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's embedding (1, 256, e, e) float16 and B prompts -> ((B, 4, L, L), (B, 4))."""
+        per_prompt = (point_coords, point_labels, mask_input, has_mask_input)  # + the request's batch dim
+        inputs = dict(zip(DECODER_INPUTS, (image_embeddings, *(x[None] for x in per_prompt)), strict=True))
+        masks, iou = await self._infer(
+            DECODER,
+            inputs,
+            list(DECODER_OUTPUTS),
+            deadline_s,
+        )
+        return masks[0], iou[0]
+
+    async def generate_masks(
+        self,
+        image_embeddings: np.ndarray,
+        image: np.ndarray | None,
+        original_size: tuple[int, int],
+        options_json: str,
+        deadline_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """sam_amg_generate on one image: the per-mask output arrays, batch dimension removed."""
+        inputs = {
+            "image_embeddings": image_embeddings,
+            "original_size": np.array([original_size], dtype=np.int64),
+            "amg_options": np.array([[options_json.encode()]], dtype=np.object_),
+        }
+        if image is not None:
+            inputs["image"] = image[None]
+        arrays = await self._infer(AMG_GENERATE, inputs, list(AMG_OUTPUTS), deadline_s)
+        return {name: arr[0] for name, arr in zip(AMG_OUTPUTS, arrays, strict=True)}

@@ -1,0 +1,248 @@
+"""Orchestration of Embed, Segment and GenerateMasks: the core's steps, the embedding store and
+Triton. No gRPC types here; transport/ translates messages and maps exceptions to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from samserve.contract import ModelInfo
+from samserve.core.amg_options import AmgOptions
+from samserve.core.amg_records import MaskRecord, records_from_arrays
+from samserve.core.embedding_codec import ImageEmbedding
+from samserve.core.errors import InvalidInput
+from samserve.core.image import decode_image
+from samserve.core.mask_formats import MaskFormat, encode_mask
+from samserve.core.postprocess import postprocess_masks, select_masks
+from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
+from samserve.gateway.backends.redis_cache import RedisCache
+from samserve.gateway.backends.triton import TritonBackend
+from samserve.gateway.deadline import Deadline
+from samserve.gateway.embedding_store import EmbeddingStore
+from samserve.gateway.metrics import Metrics
+from samserve.gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    image_id: str
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    cached: bool  # no encoder run was needed for this request
+    model_id: str
+    embedding: np.ndarray | None  # (1, 256, e, e) float16 when requested
+
+
+@dataclass(frozen=True)
+class PromptOutput:
+    masks: list  # per mask: the MaskFormat's payload (dict, counts list or bytes)
+    iou_predictions: np.ndarray  # (C,) float32
+    low_res_logits: np.ndarray | None  # (C, L, L) float32
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    image_id: str
+    original_size: tuple[int, int]
+    cached: bool  # no encoder run was needed for this request
+
+
+@dataclass(frozen=True)
+class SegmentResult(ImageResult):
+    outputs: list[PromptOutput]
+
+
+@dataclass(frozen=True)
+class GenerateResult(ImageResult):
+    records: list[MaskRecord]
+
+
+def masks_at_original_size(
+    low: np.ndarray, model: ModelInfo, input_size: tuple[int, int], original_size: tuple[int, int], fmt: MaskFormat
+) -> list:
+    """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
+    logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
+    return [encode_mask(m > model.mask_threshold, fmt) for m in logits]
+
+
+class SamEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        triton: TritonBackend,
+        cache: RedisCache | None,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.triton = triton
+        self.cache = cache
+        self.metrics = metrics
+        self._model: ModelInfo | None = None
+        self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
+        self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self._cpu)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.triton.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+    async def model(self, refresh: bool = False) -> ModelInfo:
+        """The served model's facts, read from Triton once (and again after Triton returns)."""
+        if self._model is None or refresh:
+            self._model = await self.triton.model_info()
+            log.info(
+                "serving model %s (%s, input size %d)",
+                self._model.model_id,
+                self._model.model_type,
+                self._model.img_size,
+            )
+        return self._model
+
+    async def _cpu(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    async def embedding(
+        self, data: bytes, deadline: Deadline, validate: Callable | None = None
+    ) -> tuple[str, ImageEmbedding, bool]:
+        """(image_id, embedding, cached): see EmbeddingStore.embedding."""
+        return await self.embeddings.embedding(data, await self.model(), deadline, validate)
+
+    async def embedding_by_id(self, image_id: str) -> ImageEmbedding:
+        return await self.embeddings.by_id(image_id, await self.model())
+
+    # -- RPCs ---------------------------------------------------------------------------
+    async def embed(self, data: bytes, return_embedding: bool, deadline: Deadline) -> EmbedResult:
+        deadline.remaining("starting")  # work for an expired request is not started
+        image_id, entry, cached = await self.embedding(data, deadline)
+        return EmbedResult(
+            image_id,
+            entry.original_size,
+            entry.input_size,
+            cached,
+            entry.model_id,
+            entry.embedding if return_embedding else None,
+        )
+
+    async def segment(
+        self,
+        image: bytes | None,
+        image_id: str | None,
+        prompts: list[Prompt],
+        multimask_output: bool,
+        fmt: MaskFormat,
+        return_logits: bool,
+        deadline: Deadline,
+    ) -> SegmentResult:
+        deadline.remaining("starting")
+        model = await self.model()
+        s = self.settings
+
+        def validate(size: tuple[int, int]) -> None:
+            validate_prompts(prompts, size, model.low_res_size, s.max_prompts_per_request, s.max_points_per_prompt)
+
+        if not prompts:
+            validate((1, 1))  # the empty-list error, before any work
+        if image is not None:
+            image_id, entry, cached = await self.embedding(image, deadline, validate)
+        elif image_id:
+            entry, cached = await self.embedding_by_id(image_id), True
+        else:
+            raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
+        validate(entry.original_size)
+        selected = await self._decode(prompts, entry, model, multimask_output, deadline)
+        outputs = await self._finish(selected, entry, model, 3 if multimask_output else 1, fmt, return_logits)
+        return SegmentResult(image_id, entry.original_size, cached, outputs)
+
+    async def _decode(
+        self, prompts: list[Prompt], entry: ImageEmbedding, model: ModelInfo, multimask_output: bool, deadline: Deadline
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per prompt, in order: its selected low-res logits (C, L, L) and scores (C,); prompts of
+        equal point count go to the decoder together."""
+        batches = decoder_batches(prompts, entry.original_size, model.img_size, model.low_res_size)
+        started = time.perf_counter()
+        decoded = await asyncio.gather(
+            *(
+                self.triton.decode(
+                    entry.embedding,
+                    b.point_coords,
+                    b.point_labels,
+                    b.mask_input,
+                    b.has_mask_input,
+                    deadline.remaining("running the decoder"),
+                )
+                for b in batches
+            )
+        )
+        self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
+        selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for batch, (low_res, iou) in zip(batches, decoded, strict=True):
+            low, scores = select_masks(low_res, iou, multimask_output)
+            for k, index in enumerate(batch.indices):
+                selected[index] = (low[k], scores[k])
+        return [selected[i] for i in range(len(prompts))]
+
+    async def _finish(
+        self,
+        selected: list[tuple[np.ndarray, np.ndarray]],
+        entry: ImageEmbedding,
+        model: ModelInfo,
+        n_masks: int,
+        fmt: MaskFormat,
+        return_logits: bool,
+    ) -> list[PromptOutput]:
+        """Masks at the original size in `fmt`. One job per mask: upsampling and encoding release
+        the GIL, so the masks of a request are finished in parallel on the executor's threads."""
+        encoded = await asyncio.gather(
+            *(
+                self._cpu(masks_at_original_size, low[c : c + 1], model, entry.input_size, entry.original_size, fmt)
+                for low, _ in selected
+                for c in range(n_masks)
+            )
+        )
+        return [
+            PromptOutput(
+                masks=[m for part in encoded[i * n_masks : (i + 1) * n_masks] for m in part],
+                iou_predictions=scores.astype(np.float32),
+                low_res_logits=low.copy() if return_logits else None,
+            )
+            for i, (low, scores) in enumerate(selected)
+        ]
+
+    async def generate_masks(
+        self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline
+    ) -> GenerateResult:
+        """SamAutomaticMaskGenerator inside Triton. Options and the work budget are checked
+        before any work; the whole-image embedding comes from the cache when it is there."""
+        deadline.remaining("starting")
+        opts.validate()
+        opts.check_budget(self.settings.amg_max_points)
+        image_id, entry, cached = await self.embedding(image, deadline)
+        rgb = None
+        if opts.crop_n_layers > 0:  # crops are embedded from the pixels
+            rgb = await self._cpu(decode_image, image, self.settings.max_image_pixels, self.settings.min_image_side)
+        started = time.perf_counter()
+        arrays = await self.triton.generate_masks(
+            entry.embedding, rgb, entry.original_size, opts.to_json(), deadline.remaining("generating masks")
+        )
+        self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
+        records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
+        return GenerateResult(image_id, entry.original_size, cached, records)
+
+    async def ready(self) -> bool:
+        """Triton's models are ready (the model info is re-read when they come back)."""
+        ok = await self.triton.ready()
+        if ok and self._model is None:
+            with contextlib.suppress(Exception):
+                await self.model()
+        return ok and self._model is not None

@@ -1,0 +1,79 @@
+"""All configuration: SAMSERVE_* environment variables, overridden by CLI flags, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from samserve.contract import ModelType
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAMSERVE_", extra="forbid")
+
+    # gateway
+    host: str = Field("127.0.0.1", description="address the gRPC server binds")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port (0 = pick a free one)")
+    metrics_enabled: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # security
+    auth_tokens: str | None = Field(
+        None,
+        description="comma-separated bearer tokens; when set, samserve.v1 calls need 'authorization: Bearer <token>'",
+    )
+    tls_cert_file: Path | None = Field(None, description="server certificate (PEM); with tls_key_file enables TLS")
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(None, description="CA for client certificates: requires mutual TLS")
+
+    # backends
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port")
+    triton_timeout_s: float = Field(60.0, gt=0, description="upper bound on one Triton call")
+    redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="empty to run without the cache")
+    redis_tls_ca_file: Path | None = Field(None, description="CA (PEM) to verify a rediss:// server")
+    redis_timeout_s: float = Field(1.0, gt=0)
+    redis_retry_after_s: float = Field(2.0, ge=0, description="after a Redis error, skip Redis this long")
+    cache_ttl_s: int = Field(24 * 3600, gt=0, description="embedding lifetime in the cache")
+    lock_ttl_s: float = Field(30.0, gt=0, description="single-flight lock across replicas")
+
+    # limits
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(50_000_000, gt=0, description="larger images get RESOURCE_EXHAUSTED")
+    min_image_side: int = Field(8, ge=1)
+    max_prompts_per_request: int = Field(64, ge=1)
+    max_points_per_prompt: int = Field(64, ge=1)
+    max_concurrent_requests: int = Field(64, ge=1, description="beyond this, RESOURCE_EXHAUSTED")
+    amg_max_points: int = Field(
+        16384, ge=1, description="GenerateMasks budget: point prompts over all crops; beyond it RESOURCE_EXHAUSTED"
+    )
+    cpu_workers: int = Field(2, ge=1, description="threads for decode/resize/mask encoding")
+
+    # embedded default (samserve serve)
+    embedded: bool = Field(True, description="start local redis-server and tritonserver")
+    checkpoint: Path | None = None
+    model_type: ModelType = "vit_b"
+    cache_dir: Path = Field(Path.home() / ".cache" / "samserve")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.checkpoint is not None and not self.checkpoint.is_file():
+            raise ValueError(f"checkpoint {self.checkpoint} does not exist")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for f in (self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{f} does not exist")
+        if self.auth_tokens is not None and not self.tokens():
+            raise ValueError("auth_tokens is set but holds no token")
+        if ":" not in self.triton_url:
+            raise ValueError(f"triton_url must be host:port, got {self.triton_url!r}")
+        return self
+
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in (self.auth_tokens or "").split(",") if t.strip()]

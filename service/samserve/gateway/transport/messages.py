@@ -1,0 +1,123 @@
+"""samserve.v1 messages <-> the core's and the engine's plain types."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from samserve.core.amg_options import AmgOptions
+from samserve.core.errors import InvalidInput
+from samserve.core.mask_formats import MaskFormat
+from samserve.core.prompts import Prompt
+from samserve.gateway.engine import EmbedResult, GenerateResult, PromptOutput, SegmentResult
+from samserve.v1 import samserve_pb2 as pb
+
+MASK_FORMATS = {
+    pb.MASK_FORMAT_UNSPECIFIED: MaskFormat.COCO_RLE,
+    pb.MASK_FORMAT_COCO_RLE: MaskFormat.COCO_RLE,
+    pb.MASK_FORMAT_UNCOMPRESSED_RLE: MaskFormat.UNCOMPRESSED_RLE,
+    pb.MASK_FORMAT_PNG: MaskFormat.PNG,
+    pb.MASK_FORMAT_PACKED_BITS: MaskFormat.PACKED_BITS,
+}
+
+
+def mask_format(value: int) -> MaskFormat:
+    try:
+        return MASK_FORMATS[value]
+    except KeyError:
+        allowed = ", ".join(pb.MaskFormat.Name(v) for v in MASK_FORMATS)
+        raise InvalidInput(f"mask_format: unknown value {value}; allowed {allowed}") from None
+
+
+def _mask_input(m: pb.MaskInput, field: str) -> np.ndarray:
+    if m.height <= 0 or m.width <= 0:
+        raise InvalidInput(f"{field}: height and width must be positive, got {m.height}x{m.width}")
+    expected = m.height * m.width * 4
+    if len(m.data) != expected:
+        raise InvalidInput(
+            f"{field}.data: {len(m.data)} bytes; {m.height}x{m.width} float32 logits need {expected} bytes"
+        )
+    return np.frombuffer(m.data, dtype="<f4").reshape(m.height, m.width).astype(np.float32)
+
+
+def prompt_from_pb(p: pb.Prompt, index: int) -> Prompt:
+    points = np.array([[pt.x, pt.y] for pt in p.points], dtype=np.float64).reshape(-1, 2)
+    labels = np.array([pt.label for pt in p.points], dtype=np.int64)
+    box = np.array([p.box.x0, p.box.y0, p.box.x1, p.box.y1], dtype=np.float64) if p.HasField("box") else None
+    mask = _mask_input(p.mask_input, f"prompts[{index}].mask_input") if p.HasField("mask_input") else None
+    return Prompt(points, labels, box, mask)
+
+
+def size_pb(size: tuple[int, int]) -> pb.ImageSize:
+    return pb.ImageSize(height=size[0], width=size[1])
+
+
+def embed_response(r: EmbedResult) -> pb.EmbedResponse:
+    out = pb.EmbedResponse(
+        image_id=r.image_id,
+        original_size=size_pb(r.original_size),
+        input_size=size_pb(r.input_size),
+        cached=r.cached,
+        model_id=r.model_id,
+    )
+    if r.embedding is not None:
+        out.embedding.data = np.ascontiguousarray(r.embedding, dtype="<f2").tobytes()
+        out.embedding.shape.extend(int(d) for d in r.embedding.shape)
+        out.embedding.dtype = "float16"
+    return out
+
+
+def _mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
+    m = pb.Mask(height=size[0], width=size[1])
+    if fmt is MaskFormat.COCO_RLE:
+        m.coco_rle.size.extend(payload["size"])
+        m.coco_rle.counts = payload["counts"]
+    elif fmt is MaskFormat.UNCOMPRESSED_RLE:
+        m.uncompressed_rle.size.extend(size)
+        m.uncompressed_rle.counts.extend(payload)
+    elif fmt is MaskFormat.PNG:
+        m.png = payload
+    else:
+        m.packed_bits = payload
+    return m
+
+
+def _prompt_result(o: PromptOutput, fmt: MaskFormat, size: tuple[int, int]) -> pb.PromptResult:
+    r = pb.PromptResult(masks=[_mask_pb(m, fmt, size) for m in o.masks], iou_predictions=o.iou_predictions.tolist())
+    if o.low_res_logits is not None:
+        for logits in o.low_res_logits:
+            r.low_res_logits.add(
+                data=np.ascontiguousarray(logits, dtype="<f4").tobytes(),
+                height=logits.shape[0],
+                width=logits.shape[1],
+            )
+    return r
+
+
+def segment_response(r: SegmentResult, fmt: MaskFormat) -> pb.SegmentResponse:
+    return pb.SegmentResponse(
+        image_id=r.image_id,
+        original_size=size_pb(r.original_size),
+        cached=r.cached,
+        results=[_prompt_result(o, fmt, r.original_size) for o in r.outputs],
+    )
+
+
+def amg_options_from_pb(o: pb.AmgOptions) -> AmgOptions:
+    """Set fields override the reference's defaults; AmgOptions.validate() checks ranges."""
+    given = {f.name: getattr(o, f.name) for f in o.DESCRIPTOR.fields if o.HasField(f.name)}
+    return AmgOptions(**given)
+
+
+def generate_response(r: GenerateResult, fmt: MaskFormat) -> pb.GenerateMasksResponse:
+    out = pb.GenerateMasksResponse(image_id=r.image_id, original_size=size_pb(r.original_size), cached=r.cached)
+    for rec in r.records:
+        out.masks.add(
+            segmentation=_mask_pb(rec.segmentation, fmt, r.original_size),
+            bbox=rec.bbox,
+            area=rec.area,
+            predicted_iou=rec.predicted_iou,
+            stability_score=rec.stability_score,
+            point_coords=[pb.PointXY(x=x, y=y) for x, y in rec.point_coords],
+            crop_box=rec.crop_box,
+        )
+    return out

@@ -1,0 +1,90 @@
+"""The one place where the project's exceptions become gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+
+import grpc
+
+from samserve.core.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    SamServeError,
+)
+from samserve.gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_of(exc: SamServeError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+class Admission:
+    """At most `limit` RPCs at once; the excess is refused at once rather than queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
+def rpc(method: str):
+    """Wraps a servicer method: admission, metrics, a log line, and status mapping."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+            metrics: Metrics = self.metrics
+            admission: Admission = self.admission
+            request_id = uuid.uuid4().hex[:12]
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            message = ""
+            admitted = admission.active < admission.limit
+            if admitted:
+                admission.active += 1
+                metrics.in_flight.inc()
+            try:
+                if not admitted:
+                    raise Overloaded(f"over capacity: {admission.limit} requests in flight; retry with backoff")
+                return await fn(self, request, context)
+            except SamServeError as exc:
+                code, message = status_of(exc), str(exc)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                log.exception("request %s (%s) failed unexpectedly", request_id, method)
+                code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+            finally:
+                if admitted:
+                    admission.active -= 1
+                    metrics.in_flight.dec()
+                elapsed = time.perf_counter() - started
+                metrics.requests.labels(method, code.name).inc()
+                metrics.latency.labels(method, code.name).observe(elapsed)
+                log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
+            log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
+            await context.abort(code, message)
+
+        return wrapper
+
+    return decorate

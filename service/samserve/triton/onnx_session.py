@@ -1,0 +1,15 @@
+"""ONNX Runtime sessions for the CPU target's python-backend models."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from samserve.triton.model_config import version_file
+
+
+def onnx_session(args: dict, params: dict[str, str]) -> ort.InferenceSession:
+    """The version folder's model.onnx on the CPU; `intra_op_threads` (0: ONNX Runtime's
+    default) from the config's parameters."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+    return ort.InferenceSession(version_file(args, "model.onnx"), opts, providers=["CPUExecutionProvider"])

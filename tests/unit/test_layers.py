@@ -1,0 +1,137 @@
+"""The layers of README "How it is built", checked on every import in the tree: dependencies
+point one way (gateway -> core, triton -> core, everything -> contract), the Triton side never
+reaches the gateway or its dependencies, the core needs only numpy/Pillow/scipy, transport
+builds no backend, and no tool imports the tests."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "service" / "samserve"
+
+# What the gateway brings in that the Triton image must not need.
+GATEWAY_ONLY = (
+    "grpc",
+    "grpc_health",
+    "grpc_reflection",
+    "redis",
+    "pydantic",
+    "pydantic_settings",
+    "tritonclient",
+    "prometheus_client",
+    "samserve.gateway",
+    "samserve.client",
+    "samserve.devtools",
+    "samserve.v1",
+)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module)
+    return out
+
+
+def under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def violations(files: list[Path], forbidden=(), allowed=None) -> list[str]:
+    """`file: module` for each import under a forbidden prefix, or (with `allowed`) outside the
+    standard library and the allowed prefixes."""
+    bad = []
+    for f in files:
+        for m in sorted(imports(f)):
+            top = m.split(".")[0]
+            if under(m, tuple(forbidden)) or (
+                allowed is not None and top not in sys.stdlib_module_names and not under(m, tuple(allowed))
+            ):
+                bad.append(f"{f.relative_to(ROOT)}: {m}")
+    return bad
+
+
+def py(*folders: Path) -> list[Path]:
+    files = [p for d in folders for p in sorted(d.rglob("*.py"))]
+    assert files, folders
+    return files
+
+
+TRITON_SIDE = [*py(PKG / "triton"), *sorted((ROOT / "model_repository").glob("*/1/model.py"))]
+LAYERS = {
+    "triton_side_never_imports_the_gateway": (TRITON_SIDE, GATEWAY_ONLY, None),
+    "core_imports_only_numpy_pillow_scipy": (
+        py(PKG / "core"),
+        (),
+        ("__future__", "numpy", "PIL", "scipy", "samserve.core", "samserve.contract"),
+    ),
+    "contract_imports_only_numpy": ([PKG / "contract.py"], (), ("__future__", "numpy")),
+    "transport_builds_no_backend": (
+        py(PKG / "gateway" / "transport"),
+        ("samserve.gateway.backends", "samserve.gateway.app", "tritonclient", "redis"),
+        None,
+    ),
+    "no_tool_imports_the_tests": (
+        py(ROOT / "training", ROOT / "benchmarks", ROOT / "examples", ROOT / "build_engines", PKG, ROOT / "scripts"),
+        ("tests",),
+        None,
+    ),
+    "build_engines_uses_only_the_contract": (
+        py(ROOT / "build_engines"),
+        ("samserve.core", "samserve.gateway", "samserve.triton", "samserve.client", "samserve.devtools"),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", list(LAYERS))
+def test_layer(rule):
+    files, forbidden, allowed = LAYERS[rule]
+    assert violations(files, forbidden, allowed) == []
+
+
+def test_the_checker_sees_nested_and_from_imports():
+    f = ROOT / "tests" / "unit" / "_layer_probe.py"
+    probe = "import numpy, json\n\ndef f():\n    from samserve.gateway.engine import E\n    import redis.asyncio\n"
+    f.write_text(probe)
+    try:
+        assert violations([f], GATEWAY_ONLY) == [
+            "tests/unit/_layer_probe.py: redis.asyncio",
+            "tests/unit/_layer_probe.py: samserve.gateway.engine",
+        ]
+        assert len(violations([f], (), ("numpy",))) == 2  # json is the standard library
+    finally:
+        f.unlink()
+    assert not under("samserve.gateways", ("samserve.gateway",))
+
+
+def test_triton_side_loads_without_the_gateways_dependencies():
+    """Importing every Triton-side module and every model.py (with a stand-in for Triton's own
+    triton_python_backend_utils) loads none of grpc, redis, pydantic, tritonclient."""
+    models = [str(p) for p in sorted((ROOT / "model_repository").glob("*/1/model.py"))]
+    code = f"""
+import importlib, importlib.util, pkgutil, sys, types
+sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
+import samserve.triton, samserve.core, samserve.contract
+for pkg in (samserve.triton, samserve.core):
+    for m in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(pkg.__name__ + "." + m.name)
+for i, path in enumerate({models!r}):
+    spec = importlib.util.spec_from_file_location(f"model{{i}}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {{"grpc", "redis", "pydantic", "tritonclient", "torch"}}
+             or m.startswith("samserve.gateway"))
+assert not bad, bad
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,51 @@
+"""Settings validation, generated stubs, and the gateway's runtime without PyTorch (the other
+layers: test_layers.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from samserve.gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_settings_read_samserve_env(monkeypatch):
+    monkeypatch.setenv("SAMSERVE_PORT", "6000")
+    monkeypatch.setenv("SAMSERVE_REDIS_URL", "redis://example:1/2")
+    s = Settings()
+    assert s.port == 6000 and s.redis_url == "redis://example:1/2"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("port", 70000),
+        ("max_image_pixels", 0),
+        ("triton_url", "nohostport"),
+        ("checkpoint", "/nonexistent.pth"),
+    ],
+)
+def test_invalid_settings_fail_at_start(field, value):
+    with pytest.raises(ValidationError, match=field if field != "triton_url" else "host:port"):
+        Settings(**{field: value})
+
+
+def test_generated_stubs_are_current():
+    r = subprocess.run([sys.executable, "scripts/gen_protos.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_gateway_runtime_imports_neither_torch_nor_the_reference():
+    code = (
+        "import sys, samserve.gateway.app, samserve.client.cli, samserve.client, samserve.devtools.local_servers;"
+        "bad = [m for m in ('torch', 'segment_anything', 'onnxruntime') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
