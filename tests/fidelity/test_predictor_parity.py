@@ -158,3 +158,36 @@ def test_reference_masks_are_not_trivial(predictors):
             fractions.extend(m.mean() for m in masks)
     nontrivial = [f for f in fractions if 0.02 < f < 0.98]
     assert len(nontrivial) >= len(fractions) // 2, fractions
+
+
+def sixteen_bit_png(h: int, w: int, channels: int, seed: int) -> bytes:
+    """A 16-bit PNG (cv2 writes BGR): the synthetic image scaled to 16 bits, low bytes random."""
+    import cv2
+
+    rgb = synthetic_image(h, w, seed).astype(np.uint16) * 256
+    rgb += np.random.default_rng(seed).integers(0, 256, rgb.shape, dtype=np.uint16)
+    arr = rgb[..., 0] if channels == 1 else rgb[..., ::-1]
+    return cv2.imencode(".png", arr)[1].tobytes()
+
+
+@pytest.mark.parametrize("channels", [1, 3], ids=["gray16", "rgb16"])
+def test_16_bit_png_matches_predictor_on_cv2_imread(client, small_sam, fidelity_results, channels):
+    """Users load images with cv2.imread (16 bits -> value >> 8) and hand SamPredictor RGB."""
+    import cv2
+    from segment_anything import SamPredictor
+
+    h, w = 300, 420
+    data = sixteen_bit_png(h, w, channels, seed=40 + channels)
+    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    predictor = SamPredictor(small_sam.sam)
+    predictor.set_image(image)
+    spec = prompt_kinds(h, w)["box_and_points"]
+    seg = client.segment(data, [PromptSpec(**spec)])
+    ref_masks, ref_scores, _ = reference(predictor, spec, True)
+    compare(
+        f"{'gray16' if channels == 1 else 'rgb16'}/box_and_points/multi",
+        seg.prompts[0],
+        ref_masks,
+        ref_scores,
+        fidelity_results,
+    )

@@ -3,6 +3,7 @@ no encoder run is wasted on a request that is rejected, and the server keeps ser
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import zlib
@@ -10,6 +11,7 @@ import zlib
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
 from samserve.devtools.sample_images import encode, png_image, synthetic_image
 from samserve.v1 import samserve_pb2 as pb
@@ -30,6 +32,21 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def point(x, y, label=1) -> pb.Point:
     return pb.Point(x=x, y=y, label=label)
+
+
+def ico_bomb() -> bytes:
+    """97 KB: an ICO whose directory declares 16x16 and which holds a 10000x10000 PNG (Pillow's
+    ICO plugin decodes it inside Image.open, before any size check)."""
+    buf = io.BytesIO()
+    Image.new("L", (10000, 10000)).save(buf, format="PNG", optimize=True)
+    png = buf.getvalue()
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 22) + png
+
+
+def tiff(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="TIFF")
+    return buf.getvalue()
 
 
 IMAGE = png_image(120, 200, 3)  # 200 wide, 120 tall
@@ -67,6 +84,31 @@ CASES = {
         pb.EmbedRequest(image=png_header_only(10000, 10000)),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "exceeds the limit of 50000000 pixels",
+    ),
+    "elongated_8x16385": (
+        "Embed",
+        pb.EmbedRequest(image=encode(np.zeros((8, 16385, 3), np.uint8))),
+        INVALID,
+        "16385x8 is too elongated for this model: with its long side resized to 256 px the short side would "
+        "be 0 px; the long side may be at most 512 times the short side",
+    ),
+    "ico_holding_a_10000x10000_png": (
+        "Embed",
+        pb.EmbedRequest(image=ico_bomb()),
+        INVALID,
+        "other formats are not accepted",
+    ),
+    "int32_tiff": (
+        "Embed",
+        pb.EmbedRequest(image=tiff(np.full((32, 32), 70000, np.int32))),
+        INVALID,
+        "pixel mode I (32-bit integer) has no unambiguous 8-bit mapping",
+    ),
+    "float_tiff": (
+        "Segment",
+        seg(ONE, image=tiff(np.full((32, 32), 0.25, np.float32))),
+        INVALID,
+        "pixel mode F (32-bit floating-point) has no unambiguous 8-bit mapping",
     ),
     "point_outside": (
         "Segment",
@@ -198,3 +240,30 @@ def test_over_capacity_is_refused_quickly(triton_server, redis_server):
         assert max(refused) < min(served), results  # refused at once, not after queueing
     finally:
         gw.stop()
+
+
+def test_millions_of_points_are_refused_from_their_count(gateway):
+    """A ~30 MB Segment with 2M points (under the request limit): refused with the per-prompt
+    limit, counted before any point becomes a Python object; health answers meanwhile."""
+    import concurrent.futures as cf
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    point = pb.Point(x=1, y=1, label=1).SerializeToString()
+    entry = b"\x0a" + bytes([len(point)]) + point  # Prompt.points = field 1, length-delimited
+    prompt = entry * 2_000_000
+    field = pb.SegmentRequest(prompts=[pb.Prompt()]).SerializeToString()[:1]  # the prompts tag
+    length = pb.SegmentRequest(image=b"x" * len(prompt)).SerializeToString()[1 : -len(prompt)]  # its varint
+    raw = pb.SegmentRequest(image=IMAGE).SerializeToString() + field + length + prompt
+    assert len(raw) < 32 * 1024 * 1024
+    with grpc.insecure_channel(gateway.target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        segment = ch.unary_unary("/samserve.v1.SegmentAnything/Segment", request_serializer=None)
+        health = health_pb2_grpc.HealthStub(ch)
+        with cf.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(segment, raw, timeout=60)
+            ok = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert ok.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                pending.result()
+    assert err.value.code() == INVALID
+    assert "prompts[0].points: 2000000 points; at most 64 per prompt" in err.value.details()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 
 import grpc
 import numpy as np
+import prometheus_client
 import pytest
 import redis
 
@@ -196,12 +198,13 @@ def test_two_replicas_share_the_cache_and_run_the_encoder_once(gateway, triton_s
         other.stop()
 
 
-def test_redis_with_a_password(triton_server, triton_stats):
+def test_redis_with_a_password(triton_server, triton_stats, caplog):
     from samserve.devtools.local_servers import start_redis
 
+    caplog.set_level(logging.DEBUG)
     server = start_redis(extra_args=["--requirepass", "pa55word"])
     good = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:pa55word@127.0.0.1:{server.port}/0"))
-    bad = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:wrong@127.0.0.1:{server.port}/0"))
+    bad = GatewayThread(gateway_settings(triton_server.grpc_url, f"redis://:n0t-th1s-0ne@127.0.0.1:{server.port}/0"))
     try:
         data = png_image(100, 120, 4343)
         with SamClient(good.target) as c:
@@ -210,6 +213,10 @@ def test_redis_with_a_password(triton_server, triton_stats):
         with SamClient(bad.target) as c:  # wrong password: served, uncached, counted
             assert not c.embed(data).cached
         assert bad.metric("samserve_cache_errors_total", {"op": "get"}) >= 1
+        assert f"redis://***@127.0.0.1:{server.port}/0" in caplog.text  # the gateway says which Redis
+        assert "pa55word" not in caplog.text and "n0t-th1s-0ne" not in caplog.text  # never its password
+        metrics = prometheus_client.generate_latest(bad.metrics.registry).decode()
+        assert "pa55word" not in metrics and "n0t-th1s-0ne" not in metrics
     finally:
         good.stop()
         bad.stop()
@@ -246,3 +253,36 @@ def test_redis_over_tls(triton_server, certs):
     finally:
         gw.stop()
         server.stop()
+
+
+def test_one_requests_bad_prompt_fails_no_other_request_for_the_same_new_image(gateway, stub, triton_stats):
+    """Issue 25 #1, through the real stack: a Segment with a point at x=5000 on a 2000x1500 image,
+    sent together with a valid Segment and an Embed of the same new bytes: only the bad one
+    fails, with its own message; the others get their answers; the encoder runs once."""
+    import time
+
+    from samserve.devtools.sample_images import encode, synthetic_image
+    from samserve.v1 import samserve_pb2 as pb
+
+    data = encode(synthetic_image(1500, 2000, 4545), "JPEG", quality=95)  # a decode long enough to join
+    bad = pb.SegmentRequest(image=data, prompts=[pb.Prompt(points=[pb.Point(x=5000, y=10, label=1)])])
+    good = pb.SegmentRequest(image=data, prompts=[pb.Prompt(points=[pb.Point(x=900, y=700, label=1)])])
+    before = triton_stats.inferences("sam_encoder")
+
+    def call(method, request):
+        try:
+            return method(request, timeout=60)
+        except grpc.RpcError as exc:
+            return exc
+
+    with cf.ThreadPoolExecutor(3) as pool:
+        first = pool.submit(call, stub.Segment, bad)
+        time.sleep(0.02)
+        others = [pool.submit(call, stub.Segment, good), pool.submit(call, stub.Embed, pb.EmbedRequest(image=data))]
+        bad_r, good_r, embed_r = first.result(), *(f.result() for f in others)
+    assert isinstance(bad_r, grpc.RpcError) and bad_r.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prompts[0].points[0].x = 5000 is outside the image" in bad_r.details()
+    assert not isinstance(good_r, grpc.RpcError), good_r.details()
+    assert not isinstance(embed_r, grpc.RpcError), embed_r.details()
+    assert len(good_r.results[0].masks) == 3 and embed_r.original_size.width == 2000
+    assert triton_stats.inferences("sam_encoder") == before + 1

@@ -77,6 +77,9 @@ def test_triton_killed_under_load_then_restarted(own_triton, redis_server, cache
         with SamClient(gw.target, timeout_s=DEADLINE_S) as c, pytest.raises(grpc.RpcError) as err:
             c.embed(png_image(50, 50, 6000))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = err.value.details()  # what was wrong and a request id, never Triton's own text
+        assert "Triton is unavailable" in details and "request id" in details, details
+        assert str(own_triton.grpc_port) not in details and "connect" not in details.lower(), details
 
         restarted = start_triton(
             model_repository,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from samserve.gateway.settings import Settings
+from samserve.gateway.settings import Settings, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,29 @@ def test_settings_read_samserve_env(monkeypatch):
 def test_invalid_settings_fail_at_start(field, value):
     with pytest.raises(ValidationError, match=field if field != "triton_url" else "host:port"):
         Settings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:pa55word@cache:6379/0", "redis://***@cache:6379/0"),
+        ("rediss://admin:pa55word@[::1]:6380/2", "rediss://***@[::1]:6380/2"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+        (None, None),
+    ],
+    ids=["password", "user_and_password_ipv6", "no_credentials", "unset"],
+)
+def test_redact_url_hides_credentials(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_invalid_settings_do_not_echo_a_redis_password():
+    with pytest.raises(ValidationError) as err:
+        Settings(redis_url="http://:pa55word@cache:6379/0")
+    assert "pa55word" not in str(err.value) and "***@cache" in str(err.value)
+    with pytest.raises(ValidationError) as err:  # another field's error, the URL valid
+        Settings(redis_url="redis://:pa55word@cache:6379/0", port=70000)
+    assert "pa55word" not in str(err.value)
 
 
 def test_generated_stubs_are_current():

@@ -24,3 +24,8 @@ class BackendUnavailable(SamServeError):
 
 class DeadlineExceeded(SamServeError):
     """The client's deadline passed before the work finished."""
+
+
+class BackendError(SamServeError):
+    """A backend failed in a way the client can neither fix nor retry away (a model's own error):
+    INTERNAL. The message is generic; the backend's own text goes to the log only."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from samserve.core.errors import InvalidInput
+
 # Bumped whenever the preprocessing output changes: part of the embedding cache key.
 PREPROCESS_VERSION = "1"
 
@@ -13,6 +15,18 @@ def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]
     """(new_h, new_w) with the longest side `long_side`, as ResizeLongestSide.get_preprocess_shape."""
     scale = long_side * 1.0 / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def check_resizable(height: int, width: int, long_side: int, what: str = "image") -> None:
+    """Raises InvalidInput when resizing the long side to `long_side` would leave the short side
+    under one pixel (max(h, w) > 2 * long_side * min(h, w)): the model cannot take it."""
+    new_h, new_w = preprocess_shape(height, width, long_side)
+    if min(new_h, new_w) < 1:
+        raise InvalidInput(
+            f"{what}: {width}x{height} is too elongated for this model: with its long side resized to "
+            f"{long_side} px the short side would be {min(new_h, new_w)} px; the long side may be at most "
+            f"{2 * long_side} times the short side"
+        )
 
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:

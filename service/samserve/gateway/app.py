@@ -10,7 +10,7 @@ from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
-from samserve.gateway.settings import Settings
+from samserve.gateway.settings import Settings, redact_url
 from samserve.gateway.transport.server import GrpcServer, start_grpc_server
 
 log = logging.getLogger(__name__)
@@ -48,5 +48,5 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
     metrics = metrics or Metrics()
     engine = compose_engine(settings, metrics)
     server = await start_grpc_server(engine, settings, metrics)
-    log.info("gateway backends: Triton %s, Redis %s", settings.triton_url, settings.redis_url or "disabled")
+    log.info("gateway backends: Triton %s, Redis %s", settings.triton_url, redact_url(settings.redis_url) or "disabled")
     return Gateway(server, engine, metrics)

@@ -1,23 +1,28 @@
 """Image embeddings: from the Redis cache when there, else from the encoder, once.
 
-Concurrent requests for one new image share one encoder run: in this process through a
-future, across replicas through a short Redis lock (samserve.contract.lock_key). A damaged
-cache value is a miss and gets rewritten."""
+Concurrent requests for one new image share one decode and one encoder run (a "flight"): in
+this process through tasks that no single request owns, across replicas through a Redis lock
+(samserve.contract.lock_key) that its holder keeps alive while it works. Only what belongs to
+the image is shared: a request's own prompts are validated by that request alone, between the
+shared decode and the shared encode, so one client's bad prompt or cancelled call never fails
+another's. A damaged cache value is a miss and gets rewritten."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from samserve.contract import ModelInfo, cache_key, lock_key
 from samserve.core.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
-from samserve.core.errors import BackendUnavailable, InvalidInput, NotFound
+from samserve.core.errors import DeadlineExceeded, InvalidInput, NotFound
 from samserve.core.image import decode_image, image_sha256
-from samserve.core.preprocess import PREPROCESS_VERSION, preprocess
+from samserve.core.preprocess import PREPROCESS_VERSION, check_resizable, preprocess
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.deadline import Deadline
@@ -29,6 +34,29 @@ log = logging.getLogger(__name__)
 RunOnCpu = Callable[..., Awaitable]
 
 
+@dataclass
+class _Flight:
+    """The shared work for one new image: its decode, then (started by the first request whose
+    own prompts are valid) its encoder run -> (embedding, whether another replica made it)."""
+
+    decoded: asyncio.Task
+    encoded: asyncio.Task | None = None
+    waiters: int = 0
+    done: bool = field(default=False)
+
+
+async def _wait(task: asyncio.Task, deadline: Deadline, what: str):
+    """The task's result within this request's deadline; cancelling or timing out this request
+    leaves the task running for the others."""
+    remaining = deadline.remaining(what)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), remaining)
+    except asyncio.TimeoutError:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception() from None
+        raise DeadlineExceeded(f"deadline exceeded {what}") from None
+
+
 class EmbeddingStore:
     def __init__(
         self, settings: Settings, triton: TritonBackend, cache: RedisCache | None, metrics: Metrics, cpu: RunOnCpu
@@ -38,7 +66,7 @@ class EmbeddingStore:
         self.cache = cache
         self.metrics = metrics
         self._cpu = cpu
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._flights: dict[str, _Flight] = {}
 
     async def _lookup(self, key: str, model: ModelInfo) -> ImageEmbedding | None:
         if self.cache is None:
@@ -53,15 +81,18 @@ class EmbeddingStore:
             self.metrics.cache.labels("corrupt").inc()
             return None
 
-    async def _compute(
-        self, data: bytes, key: str, model: ModelInfo, validate: Callable | None, deadline: Deadline
-    ) -> ImageEmbedding:
+    async def _decode(self, data: bytes, model: ModelInfo) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image's own checks (decodable, within the limits, resizable for this model)."""
         self.metrics.image_bytes.observe(len(data))
         rgb = await self._cpu(decode_image, data, self.settings.max_image_pixels, self.settings.min_image_side)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.metrics.image_pixels.observe(original_size[0] * original_size[1])
-        if validate is not None:
-            validate(original_size)  # bad prompts fail before the expensive encoder run
+        check_resizable(*original_size, model.img_size)
+        return rgb, original_size
+
+    async def _encode(
+        self, rgb: np.ndarray, original_size: tuple[int, int], key: str, model: ModelInfo, deadline: Deadline
+    ) -> ImageEmbedding:
         x, input_size = await self._cpu(preprocess, rgb, model.img_size, model.pixel_mean, model.pixel_std)
         started = time.perf_counter()
         emb = await self.triton.encode(x, deadline.remaining("running the encoder"))
@@ -72,10 +103,21 @@ class EmbeddingStore:
             await self.cache.set(key, encode_entry(entry), self.settings.cache_ttl_s)
         return entry
 
+    async def _keep_lock(self, key: str, token: str) -> None:
+        """Renews the cross-replica lock every third of its TTL while its holder works."""
+        assert self.cache is not None
+        ttl = self.settings.lock_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if not await self.cache.extend_lock(lock_key(key), token, ttl):
+                log.warning("single-flight lock %s was lost while its encoder run went on", lock_key(key))
+                return
+
     async def _wait_for_other_replica(self, key: str, model: ModelInfo, deadline: Deadline) -> ImageEmbedding | None:
         """Another replica holds the lock: poll the cache until it writes the entry, or until the
-        lock is gone without an entry (that replica failed) or expires."""
-        give_up = time.monotonic() + self.settings.lock_ttl_s
+        lock is gone without an entry (that replica failed). Its holder renews the lock while it
+        works, so waiting is bounded by this request's deadline and by Triton's timeout."""
+        give_up = time.monotonic() + self.settings.triton_timeout_s + self.settings.lock_ttl_s
         while time.monotonic() < give_up:
             deadline.remaining("waiting for another replica's encoder run")
             await asyncio.sleep(0.05)
@@ -87,8 +129,9 @@ class EmbeddingStore:
         return None
 
     async def _lead(
-        self, data: bytes, key: str, model: ModelInfo, validate, deadline: Deadline
+        self, rgb: np.ndarray, original_size: tuple[int, int], key: str, model: ModelInfo, deadline: Deadline
     ) -> tuple[ImageEmbedding, bool]:
+        """(embedding, made by another replica): this replica's encoder run, or another's."""
         token = None
         if self.cache is not None:
             token = await self.cache.acquire_lock(lock_key(key), self.settings.lock_ttl_s)
@@ -96,17 +139,57 @@ class EmbeddingStore:
                 entry = await self._wait_for_other_replica(key, model, deadline)
                 if entry is not None:
                     return entry, True
+        keeper = asyncio.create_task(self._keep_lock(key, token)) if token is not None else None
         try:
-            return await self._compute(data, key, model, validate, deadline), False
+            return await self._encode(rgb, original_size, key, model, deadline), False
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             if token is not None and self.cache is not None:
                 await self.cache.release_lock(lock_key(key), token)
+
+    def _flight(self, key: str, data: bytes, model: ModelInfo) -> _Flight:
+        flight = self._flights.get(key)
+        failed = flight is not None and flight.encoded is not None and flight.encoded.done()
+        if flight is None or flight.done or failed:  # a finished run is never joined: its result is cached
+            flight = _Flight(asyncio.create_task(self._decode(data, model)))
+            flight.decoded.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even unread
+            self._flights[key] = flight
+        return flight
+
+    def _leave(self, key: str, flight: _Flight) -> None:
+        flight.waiters -= 1
+        finished = flight.encoded.done() if flight.encoded is not None else flight.decoded.done()
+        if flight.waiters == 0 and (flight.encoded is None or finished):
+            flight.done = True
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    async def _fly(
+        self, key: str, data: bytes, model: ModelInfo, deadline: Deadline, validate: Callable | None
+    ) -> tuple[ImageEmbedding, bool]:
+        flight = self._flight(key, data, model)
+        flight.waiters += 1
+        try:
+            rgb, original_size = await _wait(flight.decoded, deadline, "decoding the image")
+            if validate is not None:
+                validate(original_size)  # this request's own prompts, before any encoder run
+            started_here = flight.encoded is None
+            if started_here:
+                flight.encoded = asyncio.create_task(self._lead(rgb, original_size, key, model, deadline))
+                flight.encoded.add_done_callback(lambda t: t.cancelled() or t.exception())
+            entry, by_other = await _wait(flight.encoded, deadline, "waiting for the encoder")
+            return entry, by_other or not started_here
+        finally:
+            self._leave(key, flight)
 
     async def embedding(
         self, data: bytes, model: ModelInfo, deadline: Deadline, validate: Callable | None = None
     ) -> tuple[str, ImageEmbedding, bool]:
-        """(image_id, embedding, cached). Concurrent requests for one new image share one
-        encoder run (in this process through a future, across replicas through a Redis lock)."""
+        """(image_id, embedding, cached): `cached` when no encoder run was made for this request.
+        `validate(original_size)` checks the request's own prompts once the image is decoded."""
         image_id = await self._cpu(image_sha256, data)  # hashlib releases the GIL on large inputs
         key = cache_key(model.model_id, PREPROCESS_VERSION, image_id)
         entry = await self._lookup(key, model)
@@ -114,25 +197,16 @@ class EmbeddingStore:
             self.metrics.cache.labels("hit").inc()
             return image_id, entry, True
         self.metrics.cache.labels("miss").inc()
-        while (pending := self._inflight.get(key)) is not None:
+        while True:
             try:
-                return image_id, await asyncio.shield(pending), True
-            except InvalidInput:
-                raise  # the image itself is bad, for everyone
-            except Exception:
-                continue  # the leader's own failure (deadline, ...): lead ourselves
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even without followers
-        self._inflight[key] = future
-        try:
-            entry, cached = await self._lead(data, key, model, validate, deadline)
-            future.set_result(entry)
-            return image_id, entry, cached
-        except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else BackendUnavailable("request cancelled"))
-            raise
-        finally:
-            del self._inflight[key]
+                entry, cached = await self._fly(key, data, model, deadline, validate)
+                return image_id, entry, cached
+            except DeadlineExceeded:
+                # the run this request joined was bound by the deadline of the request that
+                # started it; with time of its own left, this request starts (or joins) another
+                deadline.remaining("running the encoder")
+                if (entry := await self._lookup(key, model)) is not None:
+                    return image_id, entry, True
 
     async def by_id(self, image_id: str, model: ModelInfo) -> ImageEmbedding:
         if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):

@@ -38,5 +38,5 @@ class Metrics:
         # known label values exist from the start (at 0), so rates and ratios are defined before the first event
         for result in ("hit", "miss", "corrupt"):
             self.cache.labels(result)
-        for op in ("get", "set", "exists", "lock", "unlock"):
+        for op in ("get", "set", "exists", "lock", "extend", "unlock"):
             self.cache_errors.labels(op)

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from samserve.contract import ModelType
+from samserve.core.image import MAX_CONFIGURABLE_PIXELS
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with any password (and user name) replaced by ***, for logs and messages."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAMSERVE_", extra="forbid")
+    # hide_input_in_errors: a validation error must not echo a value (a Redis URL's password)
+    model_config = SettingsConfigDict(env_prefix="SAMSERVE_", extra="forbid", hide_input_in_errors=True)
 
     # gateway
     host: str = Field("127.0.0.1", description="address the gRPC server binds")
@@ -42,7 +59,12 @@ class Settings(BaseSettings):
 
     # limits
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(50_000_000, gt=0, description="larger images get RESOURCE_EXHAUSTED")
+    max_image_pixels: int = Field(
+        50_000_000,
+        gt=0,
+        le=MAX_CONFIGURABLE_PIXELS,
+        description="larger images get RESOURCE_EXHAUSTED (checked from the header, before decoding)",
+    )
     min_image_side: int = Field(8, ge=1)
     max_prompts_per_request: int = Field(64, ge=1)
     max_points_per_prompt: int = Field(64, ge=1)
@@ -71,6 +93,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{f} does not exist")
         if self.auth_tokens is not None and not self.tokens():
             raise ValueError("auth_tokens is set but holds no token")
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"redis_url must be redis://, rediss:// or unix://, got {redact_url(self.redis_url)!r}")
         if ":" not in self.triton_url:
             raise ValueError(f"triton_url must be host:port, got {self.triton_url!r}")
         return self

@@ -16,6 +16,9 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
 
 
 class RedisCache:
@@ -75,6 +78,12 @@ class RedisCache:
         if got == "error" or got:
             return token
         return None
+
+    async def extend_lock(self, key: str, token: str, ttl_s: float) -> bool:
+        """Renews `key` for `ttl_s` if `token` still holds it; False when it was lost (expired and
+        taken by someone else). A Redis error counts as held: nobody else can take it then either."""
+        got = await self._call("extend", lambda: self._redis.eval(_EXTEND, 1, key, token, int(ttl_s * 1000)), "error")
+        return got == "error" or bool(got)
 
     async def release_lock(self, key: str, token: str) -> None:
         await self._call("unlock", lambda: self._redis.eval(_RELEASE, 1, key, token), None)

@@ -21,7 +21,8 @@ from samserve.contract import (
     ModelInfo,
     config_parameters,
 )
-from samserve.core.errors import BackendUnavailable, DeadlineExceeded, SamServeError
+from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded, SamServeError
+from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
 DTYPES = {
@@ -33,13 +34,23 @@ DTYPES = {
 }
 
 
+# Triton's gRPC status -> the project's exception: retryable unavailability stays UNAVAILABLE,
+# everything else is precise. The client never sees Triton's text (pod addresses, ONNX node
+# names); the log has it.
+_RETRYABLE = ("UNAVAILABLE", "NOT_FOUND", "UNIMPLEMENTED", "CANCELLED")  # down, model (re)loading
+
+
 def _translate(exc: InferenceServerException, what: str) -> SamServeError:
-    status = str(exc.status() or "")
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in str(exc):
-        return DeadlineExceeded(f"{what}: deadline exceeded")
-    if "UNAVAILABLE" in status or "failed to connect" in str(exc).lower():
-        return BackendUnavailable(f"{what}: Triton is unavailable ({exc.message()})")
-    return BackendUnavailable(f"{what}: Triton error {status}: {exc.message()}")
+    status = str(exc.status() or "").removeprefix("StatusCode.")
+    text = str(exc.message() or exc)
+    log.warning("request %s: Triton %s: %s: %s", REQUEST_ID.get(), what, status or "no status", text)
+    if status == "DEADLINE_EXCEEDED" or "Deadline Exceeded" in text:
+        return DeadlineExceeded(f"deadline exceeded while Triton ran {what}")
+    if status in _RETRYABLE or "failed to connect" in text.lower() or not status:
+        return BackendUnavailable(f"Triton is unavailable for {what}; retry with backoff")
+    if status == "RESOURCE_EXHAUSTED":
+        return Overloaded(f"Triton is over capacity for {what}; retry with backoff")
+    return BackendError(f"internal error while Triton ran {what}")
 
 
 class TritonBackend:

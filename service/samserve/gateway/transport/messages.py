@@ -39,6 +39,17 @@ def _mask_input(m: pb.MaskInput, field: str) -> np.ndarray:
     return np.frombuffer(m.data, dtype="<f4").reshape(m.height, m.width).astype(np.float32)
 
 
+def prompts_from_pb(prompts, max_prompts: int, max_points: int) -> list[Prompt]:
+    """The request's prompts as the core's type, counts checked first: a request with millions
+    of points is refused before any of them becomes a Python object (the event loop stays free)."""
+    if len(prompts) > max_prompts:
+        raise InvalidInput(f"prompts: {len(prompts)} prompts; at most {max_prompts} per request")
+    for i, p in enumerate(prompts):
+        if len(p.points) > max_points:
+            raise InvalidInput(f"prompts[{i}].points: {len(p.points)} points; at most {max_points} per prompt")
+    return [prompt_from_pb(p, i) for i, p in enumerate(prompts)]
+
+
 def prompt_from_pb(p: pb.Prompt, index: int) -> Prompt:
     points = np.array([[pt.x, pt.y] for pt in p.points], dtype=np.float64).reshape(-1, 2)
     labels = np.array([pt.label for pt in p.points], dtype=np.int64)

@@ -27,7 +27,8 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
     @rpc("Segment")
     async def Segment(self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext) -> pb.SegmentResponse:
         fmt = messages.mask_format(request.mask_format)
-        prompts = [messages.prompt_from_pb(p, i) for i, p in enumerate(request.prompts)]
+        s = self.engine.settings
+        prompts = messages.prompts_from_pb(request.prompts, s.max_prompts_per_request, s.max_points_per_prompt)
         source = request.WhichOneof("image_source")
         result = await self.engine.segment(
             image=request.image if source == "image" else None,

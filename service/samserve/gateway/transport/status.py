@@ -11,6 +11,7 @@ import uuid
 import grpc
 
 from samserve.core.errors import (
+    BackendError,
     BackendUnavailable,
     DeadlineExceeded,
     InvalidInput,
@@ -19,6 +20,7 @@ from samserve.core.errors import (
     SamServeError,
 )
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ STATUS = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    BackendError: grpc.StatusCode.INTERNAL,
 }
+# Errors the client cannot act on carry the request id, the key to the server's log line.
+WITH_REQUEST_ID = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
 
 
 def status_of(exc: SamServeError) -> grpc.StatusCode:
@@ -55,6 +60,7 @@ def rpc(method: str):
             metrics: Metrics = self.metrics
             admission: Admission = self.admission
             request_id = uuid.uuid4().hex[:12]
+            REQUEST_ID.set(request_id)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             message = ""
@@ -68,6 +74,8 @@ def rpc(method: str):
                 return await fn(self, request, context)
             except SamServeError as exc:
                 code, message = status_of(exc), str(exc)
+                if code in WITH_REQUEST_ID:
+                    message = f"{message} (request id {request_id})"
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise

@@ -1,0 +1,142 @@
+"""gateway/embedding_store.py: single-flight shares only the image's work, and its cross-replica
+lock holds while the encoder runs. A real redis-server; Triton is a stand-in whose encoder is
+slow on purpose (a unit test of the store, not of Triton)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from samserve.contract import ModelInfo
+from samserve.core.errors import BackendUnavailable, InvalidInput
+from samserve.devtools.sample_images import png_image
+from samserve.gateway.backends.redis_cache import RedisCache
+from samserve.gateway.deadline import Deadline
+from samserve.gateway.embedding_store import EmbeddingStore
+from samserve.gateway.metrics import Metrics
+from samserve.gateway.settings import Settings
+
+MODEL = ModelInfo("test-model", "small", 64, np.zeros(3, np.float32), np.ones(3, np.float32), 0.0)
+
+
+class SlowEncoder:
+    """Triton's encode, taking `seconds`; counts its runs."""
+
+    def __init__(self, seconds: float, fail: Exception | None = None) -> None:
+        self.seconds, self.fail, self.runs = seconds, fail, 0
+
+    async def encode(self, images, deadline_s=None):
+        self.runs += 1
+        await asyncio.sleep(self.seconds)
+        if self.fail is not None:
+            raise self.fail
+        return np.zeros((1, 256, 4, 4), np.float16)
+
+
+async def on_cpu(fn, *args):
+    await asyncio.sleep(0.05)  # decoding takes a while: concurrent requests arrive meanwhile
+    return fn(*args)
+
+
+def store(redis_url: str | None, encoder: SlowEncoder, **settings) -> EmbeddingStore:
+    s = Settings(embedded=False, redis_url=redis_url, **settings)
+    cache = RedisCache(redis_url, 1.0, 0.2) if redis_url else None
+    return EmbeddingStore(s, encoder, cache, Metrics(), on_cpu)  # type: ignore[arg-type]
+
+
+def prompt_check(x_max: float):
+    def validate(size: tuple[int, int]) -> None:
+        if x_max > size[1]:
+            raise InvalidInput(f"prompts[0].points[0].x = {x_max:g} is outside the image")
+
+    return validate
+
+
+def test_a_bad_prompt_fails_only_its_own_request(redis_server):
+    encoder = SlowEncoder(0.2)
+    s = store(None, encoder)
+    data = png_image(150, 200, 1)
+
+    async def run():
+        return await asyncio.gather(
+            s.embedding(data, MODEL, Deadline(10), prompt_check(5000)),  # first, so it would lead
+            s.embedding(data, MODEL, Deadline(10), prompt_check(10)),
+            s.embedding(data, MODEL, Deadline(10)),
+            return_exceptions=True,
+        )
+
+    bad, good, embed = asyncio.run(run())
+    assert isinstance(bad, InvalidInput) and "5000" in str(bad)
+    assert not isinstance(good, Exception) and not isinstance(embed, Exception), (good, embed)
+    assert good[1].original_size == (150, 200) and "5000" not in repr(good)
+    assert encoder.runs == 1
+
+
+def test_no_encoder_run_when_every_request_has_a_bad_prompt():
+    encoder = SlowEncoder(0.05)
+    s = store(None, encoder)
+
+    async def run():
+        data = png_image(80, 90, 2)
+        return await asyncio.gather(
+            *(s.embedding(data, MODEL, Deadline(10), prompt_check(1000)) for _ in range(3)), return_exceptions=True
+        )
+
+    assert all(isinstance(r, InvalidInput) for r in asyncio.run(run()))
+    assert encoder.runs == 0
+
+
+def test_a_cancelled_leader_neither_cancels_nor_poisons_its_followers():
+    encoder = SlowEncoder(0.6)
+    s = store(None, encoder)
+    data = png_image(100, 120, 3)
+
+    async def run():
+        leader = asyncio.create_task(s.embedding(data, MODEL, Deadline(10)))
+        await asyncio.sleep(0.01)
+        followers = [asyncio.create_task(s.embedding(data, MODEL, Deadline(10))) for _ in range(2)]
+        while encoder.runs == 0:
+            await asyncio.sleep(0.01)
+        leader.cancel()  # its client went away mid-encode
+        return await asyncio.gather(*followers, return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert encoder.runs == 1
+
+
+def test_a_backend_failure_is_shared_and_the_next_request_runs_again():
+    encoder = SlowEncoder(0.05, fail=BackendUnavailable("Triton is unavailable"))
+    s = store(None, encoder)
+    data = png_image(60, 70, 4)
+
+    async def run():
+        return await asyncio.gather(*(s.embedding(data, MODEL, Deadline(10)) for _ in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, BackendUnavailable) for r in asyncio.run(run()))
+    assert encoder.runs == 1
+    encoder.fail = None
+    asyncio.run(s.embedding(data, MODEL, Deadline(10)))  # a failed run is not joined again
+    assert encoder.runs == 2
+
+
+@pytest.mark.parametrize("lock_ttl_s", [0.3])
+def test_the_cross_replica_lock_outlives_its_ttl_while_the_encoder_runs(redis_server, lock_ttl_s):
+    """Two replicas, one Redis, an encoder run four lock TTLs long: the holder renews the lock,
+    so the other replica waits for its entry instead of encoding the same image again."""
+    encoder = SlowEncoder(4 * lock_ttl_s)
+    a = store(redis_server.url, encoder, lock_ttl_s=lock_ttl_s)
+    b = store(redis_server.url, encoder, lock_ttl_s=lock_ttl_s)
+    data = png_image(90, 110, 5)
+
+    async def run():
+        first = asyncio.create_task(a.embedding(data, MODEL, Deadline(30)))
+        await asyncio.sleep(0.15)
+        second = asyncio.create_task(b.embedding(data, MODEL, Deadline(30)))
+        return await asyncio.gather(first, second)
+
+    (_, _, a_cached), (_, _, b_cached) = asyncio.run(run())
+    assert encoder.runs == 1
+    assert not a_cached and b_cached
