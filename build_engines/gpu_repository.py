@@ -32,7 +32,7 @@ from build_engines.tensorrt_engines import (
     decoder_profile,
     encoder_profile,
 )
-from samserve.contract import AMG, AMG_GENERATE, DECODER, DECODER_CORE, ENCODER
+from samserve.contract import AMG, AMG_GENERATE, CORE_MODEL, DECODER, DECODER_CORE, ENCODER, MAX_PROMPTS_PER_RUN
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
     """The checked-in sam_decoder config, pointed at the plan instead of ONNX Runtime."""
     header = f"# GPU target: this python model merges requests and runs them through {DECODER_CORE} over BLS.\n"
     text = header + (CHECKED_IN / DECODER / "config.pbtxt").read_text()
-    extra = {"core_model": DECODER_CORE, "max_prompts_per_run": str(limits.decoder_max_prompts)}
+    extra = {CORE_MODEL: DECODER_CORE, MAX_PROMPTS_PER_RUN: str(limits.decoder_max_prompts)}
     return text + parameters_block({**params, **extra})
 
 

@@ -13,10 +13,12 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from build_engines.export_onnx import export_decoder, export_encoder
 from build_engines.models import LoadedSam
 from build_engines.verify import verify
-from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER
+from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER, INTRA_OP_THREADS, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +28,22 @@ ONNX_MODELS = (ENCODER, DECODER)
 BUILD_INFO = "build_info.json"
 
 
-def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, str]:
+def model_info(loaded: LoadedSam) -> ModelInfo:
     sam = loaded.sam
-    return {
-        "model_id": loaded.model_id,
-        "model_type": loaded.model_type,
-        "random_weights": str(loaded.random_weights).lower(),
-        "img_size": str(loaded.img_size),
-        "pixel_mean": json.dumps([float(v) for v in sam.pixel_mean.flatten()]),
-        "pixel_std": json.dumps([float(v) for v in sam.pixel_std.flatten()]),
-        "mask_threshold": repr(float(sam.mask_threshold)),
-        "intra_op_threads": str(intra_op_threads),
-    }
+    return ModelInfo(
+        model_id=loaded.model_id,
+        model_type=loaded.model_type,
+        img_size=loaded.img_size,
+        pixel_mean=sam.pixel_mean.flatten().numpy().astype(np.float32),
+        pixel_std=sam.pixel_std.flatten().numpy().astype(np.float32),
+        mask_threshold=float(sam.mask_threshold),
+    )
+
+
+def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, str]:
+    """The config parameters of every model in the repository: the ModelInfo contract and the
+    python-backend models' knobs."""
+    return {**model_info(loaded).to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
 
 
 def parameters_block(params: dict[str, str]) -> str:
@@ -64,7 +70,13 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
     encoder = export_encoder(loaded.sam, tmp / ENCODER / "1" / "model.onnx")
     decoder = export_decoder(loaded.sam, tmp / DECODER / "1" / "model.onnx")
     report = verify(loaded.sam, encoder, decoder, tolerance)
-    info = {"target": "cpu", **params, "verification": asdict(report), "tolerance": tolerance}
+    info = {
+        "target": "cpu",
+        **params,
+        "random_weights": loaded.random_weights,
+        "verification": asdict(report),
+        "tolerance": tolerance,
+    }
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-written repository is never left under the final name

@@ -23,7 +23,8 @@ ENCODER_INPUT = "images"
 EMBEDDINGS = "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
-AMG_INPUTS = ("image_embeddings", "image", "original_size", "amg_options")
+AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_options"
+AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
 
 ModelType = Literal["vit_b", "vit_l", "vit_h", "small"]
@@ -31,6 +32,10 @@ MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 # -- model-config parameters ---------------------------------------------------------------
 REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")
+# the python-backend models' own knobs, written by build_engines beside ModelInfo's
+INTRA_OP_THREADS = "intra_op_threads"  # ONNX Runtime threads (0: its default)
+CORE_MODEL = "core_model"  # GPU target: the TensorRT plan the sam_decoder adapter runs over BLS
+MAX_PROMPTS_PER_RUN = "max_prompts_per_run"  # prompts per decoder run (the plan's profile)
 
 
 def config_parameters(model_config: dict) -> dict[str, str]:
@@ -58,6 +63,17 @@ class ModelInfo:
     @property
     def low_res_size(self) -> int:
         return 4 * self.embedding_size
+
+    def to_parameters(self) -> dict[str, str]:
+        """What from_parameters reads back (string values, as Triton config parameters hold)."""
+        return {
+            "model_id": self.model_id,
+            "model_type": self.model_type,
+            "img_size": str(self.img_size),
+            "pixel_mean": json.dumps([float(v) for v in self.pixel_mean]),
+            "pixel_std": json.dumps([float(v) for v in self.pixel_std]),
+            "mask_threshold": repr(float(self.mask_threshold)),
+        }
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> ModelInfo:

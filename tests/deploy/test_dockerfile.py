@@ -60,7 +60,11 @@ def test_triton_image_installs_none_of_the_gateways_dependencies(stages):
     assert "[build" not in runs and "[gpu" not in runs  # extras would pull the base dependencies
     r = subprocess.run([sys.executable, "scripts/gen_requirements.py", "--check"], cwd=ROOT, capture_output=True)
     assert r.returncode == 0, r.stdout
-    names = {line.split("=")[0].split(">")[0].split("<")[0] for line in (ROOT / "requirements-triton.txt").open()}
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = [line.strip() for line in (ROOT / "requirements-triton.txt").read_text().splitlines()]
+    names = {canonicalize_name(Requirement(line).name) for line in lines if line and not line.startswith("#")}
     assert {"numpy", "onnxruntime", "scipy", "torch", "segment-anything"} <= names
     assert not names & {"grpcio", "redis", "pydantic", "pydantic-settings", "tritonclient", "prometheus-client"}
 

@@ -3,7 +3,18 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import DECODER, DECODER_INPUTS, DECODER_OUTPUTS, EMBEDDINGS, ENCODER, ENCODER_INPUT
+from samserve.contract import (
+    AMG_IMAGE,
+    AMG_OPTIONS,
+    AMG_ORIGINAL_SIZE,
+    AMG_OUTPUTS,
+    DECODER,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    EMBEDDINGS,
+    ENCODER,
+    ENCODER_INPUT,
+)
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import SamServeError
 from samserve.triton.amg_generator import AutomaticMaskGenerator
@@ -30,9 +41,9 @@ class TritonPythonModel:
 
     def _generate(self, request):
         emb = pb_utils.get_input_tensor_by_name(request, EMBEDDINGS).as_numpy()
-        image_t = pb_utils.get_input_tensor_by_name(request, "image")
-        size = pb_utils.get_input_tensor_by_name(request, "original_size").as_numpy().reshape(-1)
-        raw = pb_utils.get_input_tensor_by_name(request, "amg_options").as_numpy().reshape(-1)[0]
+        image_t = pb_utils.get_input_tensor_by_name(request, AMG_IMAGE)
+        size = pb_utils.get_input_tensor_by_name(request, AMG_ORIGINAL_SIZE).as_numpy().reshape(-1)
+        raw = pb_utils.get_input_tensor_by_name(request, AMG_OPTIONS).as_numpy().reshape(-1)[0]
         opts = AmgOptions.from_json(raw)
         original_size = (int(size[0]), int(size[1]))
         image = None if image_t is None else image_t.as_numpy()[0]
@@ -41,17 +52,16 @@ class TritonPythonModel:
         if image is None and opts.crop_n_layers > 0:
             raise ValueError("crop_n_layers > 0 needs the image input")
         masks = self.generator.generate(opts, original_size, image=image, embedding=emb.astype(np.float16))
-        rles = np.array([np.asarray(r, dtype="<u4").tobytes() for r in masks.rles], dtype=np.object_)
-        return tensors_response(
-            {
-                "rle_counts": rles.reshape(1, -1),
-                "boxes": masks.boxes.astype(np.int64).reshape(1, -1, 4),
-                "predicted_iou": masks.predicted_iou.astype(np.float32).reshape(1, -1),
-                "stability_score": masks.stability_score.astype(np.float32).reshape(1, -1),
-                "point_coords": masks.point_coords.astype(np.float64).reshape(1, -1, 2),
-                "crop_boxes": masks.crop_boxes.astype(np.int64).reshape(1, -1, 4),
-            }
-        )
+        rles = np.array([np.asarray(r, dtype="<u4").tobytes() for r in masks.rles], dtype=np.object_).reshape(-1)
+        arrays = (
+            rles,
+            masks.boxes.astype(np.int64).reshape(-1, 4),
+            masks.predicted_iou.astype(np.float32),
+            masks.stability_score.astype(np.float32),
+            masks.point_coords.astype(np.float64).reshape(-1, 2),
+            masks.crop_boxes.astype(np.int64).reshape(-1, 4),
+        )  # in AMG_OUTPUTS' order, each with the request's batch dimension added
+        return tensors_response({name: a[None] for name, a in zip(AMG_OUTPUTS, arrays, strict=True)})
 
     def execute(self, requests):
         responses = []

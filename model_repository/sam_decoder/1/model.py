@@ -5,7 +5,7 @@ TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts."
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import DECODER_INPUTS, DECODER_OUTPUTS
+from samserve.contract import CORE_MODEL, DECODER_INPUTS, DECODER_OUTPUTS, MAX_PROMPTS_PER_RUN, ModelInfo
 from samserve.triton.batching import DecoderRequest, run_decoder_batched
 from samserve.triton.bls import bls
 from samserve.triton.model_config import parse
@@ -19,7 +19,7 @@ def _parse(request, emb_size):
         raise ValueError("every input must have batch size 1 (one image per request)")
     emb, coords, labels, mask, has = (t[name] for name in DECODER_INPUTS)
     b, n = coords.shape[1], coords.shape[2]
-    low = 4 * emb_size
+    low = 4 * emb_size  # ModelInfo.low_res_size
     if emb.shape[1:] != (256, emb_size, emb_size):
         raise ValueError(f"image_embeddings must be (1, 256, {emb_size}, {emb_size}), got {emb.shape}")
     if b < 1 or n < 1:
@@ -46,14 +46,15 @@ def _response(out):
 class TritonPythonModel:
     def initialize(self, args):
         _, params = parse(args)
-        self.emb_size = int(params["img_size"]) // 16
-        self.max_prompts = int(params.get("max_prompts_per_run", "64"))
-        self.core_model = params.get("core_model", "")
+        self.emb_size = ModelInfo.from_parameters(params).embedding_size
+        self.max_prompts = int(params.get(MAX_PROMPTS_PER_RUN, "64"))
+        self.core_model = params.get(CORE_MODEL, "")
         self.session = None if self.core_model else onnx_session(args, params)
 
     def _run(self, feed):
         if self.core_model:  # its config declares has_mask_input as dims [1], reshaped to the engine's (B,)
-            feed = {**feed, "has_mask_input": feed["has_mask_input"].reshape(-1, 1)}
+            has_mask_input = DECODER_INPUTS[-1]
+            feed = {**feed, has_mask_input: feed[has_mask_input].reshape(-1, 1)}
             return tuple(bls(self.core_model, feed, list(DECODER_OUTPUTS)))
         masks, ious = self.session.run(list(DECODER_OUTPUTS), feed)
         return masks, ious

@@ -3,7 +3,7 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import EMBEDDINGS, ENCODER_INPUT
+from samserve.contract import EMBEDDINGS, ENCODER_INPUT, ModelInfo
 from samserve.triton.batching import run_concatenated
 from samserve.triton.model_config import parse
 from samserve.triton.onnx_session import onnx_session
@@ -13,7 +13,8 @@ from samserve.triton.responses import batched_responses, tensors_response
 class TritonPythonModel:
     def initialize(self, args):
         config, params = parse(args)
-        self.expected = (3, int(params["img_size"]), int(params["img_size"]))
+        s = ModelInfo.from_parameters(params).img_size
+        self.expected = (3, s, s)
         self.max_batch = int(config["max_batch_size"])
         self.session = onnx_session(args, params)
 

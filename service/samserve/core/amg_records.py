@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samserve.contract import AMG_OUTPUTS
 from samserve.core.mask_formats import MaskFormat, encode_mask
 from samserve.core.rle import counts_to_mask, counts_to_string
+
+RLE_COUNTS, BOXES, PREDICTED_IOU, STABILITY_SCORE, POINT_COORDS, CROP_BOXES = AMG_OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ def records_from_arrays(
     stability_score (N,); point_coords (N, 2); crop_boxes (N, 4) XYXY."""
     h, w = original_size
     records = []
-    for i, raw in enumerate(arrays["rle_counts"]):
+    for i, raw in enumerate(arrays[RLE_COUNTS]):
         counts = np.frombuffer(raw, dtype="<u4").astype(np.int64)
         if fmt is MaskFormat.COCO_RLE:
             segmentation = {"size": [h, w], "counts": counts_to_string(counts.tolist())}
@@ -44,12 +47,12 @@ def records_from_arrays(
         records.append(
             MaskRecord(
                 segmentation=segmentation,
-                bbox=_xywh(arrays["boxes"][i]),
+                bbox=_xywh(arrays[BOXES][i]),
                 area=int(counts[1::2].sum()),
-                predicted_iou=float(arrays["predicted_iou"][i]),
-                stability_score=float(arrays["stability_score"][i]),
-                point_coords=[[float(v) for v in arrays["point_coords"][i]]],
-                crop_box=_xywh(arrays["crop_boxes"][i]),
+                predicted_iou=float(arrays[PREDICTED_IOU][i]),
+                stability_score=float(arrays[STABILITY_SCORE][i]),
+                point_coords=[[float(v) for v in arrays[POINT_COORDS][i]]],
+                crop_box=_xywh(arrays[CROP_BOXES][i]),
             )
         )
     return records

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samserve.contract import DECODER_INPUTS
+
 Arrays = dict[str, np.ndarray]
 
 
@@ -67,15 +69,9 @@ def run_decoder_batched(
     for members in by_points.values():
         for start in range(0, len(members), max_prompts):
             chunk = members[start : start + max_prompts]
-            feed = {
-                "image_embeddings": np.stack([requests[r].image_embeddings[0] for r, _ in chunk]).astype(
-                    embedding_dtype, copy=False
-                ),
-                "point_coords": np.stack([requests[r].point_coords[p] for r, p in chunk]),
-                "point_labels": np.stack([requests[r].point_labels[p] for r, p in chunk]),
-                "mask_input": np.stack([requests[r].mask_input[p] for r, p in chunk]),
-                "has_mask_input": np.stack([requests[r].has_mask_input[p] for r, p in chunk]),
-            }
+            embeddings = np.stack([requests[r].image_embeddings[0] for r, _ in chunk])
+            per_prompt = [np.stack([getattr(requests[r], name)[p] for r, p in chunk]) for name in DECODER_INPUTS[1:]]
+            feed = dict(zip(DECODER_INPUTS, [embeddings.astype(embedding_dtype, copy=False), *per_prompt], strict=True))
             masks, ious = run(feed)
             for i, (r, p) in enumerate(chunk):
                 results[r][p] = (masks[i], ious[i])

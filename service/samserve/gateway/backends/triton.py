@@ -11,6 +11,9 @@ from tritonclient.utils import InferenceServerException
 
 from samserve.contract import (
     AMG_GENERATE,
+    AMG_IMAGE,
+    AMG_OPTIONS,
+    AMG_ORIGINAL_SIZE,
     AMG_OUTPUTS,
     DECODER,
     DECODER_INPUTS,
@@ -150,11 +153,11 @@ class TritonBackend:
     ) -> dict[str, np.ndarray]:
         """sam_amg_generate on one image: the per-mask output arrays, batch dimension removed."""
         inputs = {
-            "image_embeddings": image_embeddings,
-            "original_size": np.array([original_size], dtype=np.int64),
-            "amg_options": np.array([[options_json.encode()]], dtype=np.object_),
+            EMBEDDINGS: image_embeddings,
+            AMG_ORIGINAL_SIZE: np.array([original_size], dtype=np.int64),
+            AMG_OPTIONS: np.array([[options_json.encode()]], dtype=np.object_),
         }
         if image is not None:
-            inputs["image"] = image[None]
+            inputs[AMG_IMAGE] = image[None]
         arrays = await self._infer(AMG_GENERATE, inputs, list(AMG_OUTPUTS), deadline_s)
         return {name: arr[0] for name, arr in zip(AMG_OUTPUTS, arrays, strict=True)}
