@@ -32,7 +32,16 @@ from build_engines.tensorrt_engines import (
     decoder_profile,
     encoder_profile,
 )
-from samserve.contract import AMG, AMG_GENERATE, CORE_MODEL, DECODER, DECODER_CORE, ENCODER, MAX_PROMPTS_PER_RUN
+from samserve.contract import (
+    AMG,
+    AMG_GENERATE,
+    CORE_MODEL,
+    DECODER,
+    DECODER_CORE,
+    ENCODER,
+    MAX_PROMPTS_PER_RUN,
+    served_model_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +164,7 @@ def ensemble_config(params: dict[str, str]) -> str:
 
 def gpu_configs(loaded: LoadedSam, limits: EngineLimits) -> dict[str, str]:
     """model name -> config.pbtxt text, for every model of the GPU repository."""
-    params = model_parameters(loaded)
+    params = model_parameters(loaded, "gpu")
     amg = (CHECKED_IN / AMG_GENERATE / "config.pbtxt").read_text() + parameters_block(params)
     return {
         ENCODER: encoder_config(params, limits),
@@ -209,7 +218,7 @@ def write_gpu_repository(
                 encoder_onnx,
                 plans[ENCODER],
                 encoder_profile(s, limits),
-                loaded.model_id,
+                served_model_id(loaded.model_id, "gpu"),
                 fp32_layer_types,
                 timing_cache,
             ),
@@ -217,7 +226,7 @@ def write_gpu_repository(
                 decoder_onnx,
                 plans[DECODER_CORE],
                 decoder_profile(s, limits),
-                loaded.model_id,
+                served_model_id(loaded.model_id, "gpu"),
                 fp32_layer_types,
                 timing_cache,
             ),
@@ -225,7 +234,7 @@ def write_gpu_repository(
     accuracy = check_engines(loaded.sam, plans[ENCODER], plans[DECODER_CORE])
     info = {
         "target": "gpu",
-        **model_parameters(loaded),
+        **model_parameters(loaded, "gpu"),
         "limits": asdict(limits),
         "onnx_verification": asdict(onnx_report),
         "engines": {name: json.loads(m.to_json()) for name, m in metas.items()},

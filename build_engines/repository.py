@@ -18,7 +18,7 @@ import numpy as np
 from build_engines.export_onnx import export_decoder, export_encoder
 from build_engines.models import LoadedSam
 from build_engines.verify import verify
-from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER, INTRA_OP_THREADS, ModelInfo
+from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER, INTRA_OP_THREADS, ModelInfo, served_model_id
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,10 @@ ONNX_MODELS = (ENCODER, DECODER)
 BUILD_INFO = "build_info.json"
 
 
-def model_info(loaded: LoadedSam) -> ModelInfo:
+def model_info(loaded: LoadedSam, target: str = "cpu") -> ModelInfo:
     sam = loaded.sam
     return ModelInfo(
-        model_id=loaded.model_id,
+        model_id=served_model_id(loaded.model_id, target),
         model_type=loaded.model_type,
         img_size=loaded.img_size,
         pixel_mean=sam.pixel_mean.flatten().numpy().astype(np.float32),
@@ -40,10 +40,10 @@ def model_info(loaded: LoadedSam) -> ModelInfo:
     )
 
 
-def model_parameters(loaded: LoadedSam, intra_op_threads: int = 0) -> dict[str, str]:
-    """The config parameters of every model in the repository: the ModelInfo contract and the
-    python-backend models' knobs."""
-    return {**model_info(loaded).to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
+def model_parameters(loaded: LoadedSam, target: str = "cpu", intra_op_threads: int = 0) -> dict[str, str]:
+    """The config parameters of every model in the repository: the ModelInfo contract (its
+    model_id names the target and precision) and the python-backend models' knobs."""
+    return {**model_info(loaded, target).to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
 
 
 def parameters_block(params: dict[str, str]) -> str:
@@ -62,7 +62,7 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
     writes the repository to `out`, replacing what was there."""
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    params = model_parameters(loaded, intra_op_threads)
+    params = model_parameters(loaded, "cpu", intra_op_threads)
     for name in MODELS:
         shutil.copytree(CHECKED_IN / name, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
         config = tmp / name / "config.pbtxt"

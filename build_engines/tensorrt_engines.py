@@ -101,7 +101,8 @@ class EngineMetadata:
         "precision",
         "fp32_layer_types",
         "profile",
-        "onnx_sha256",
+        "onnx_sha256",  # the graph (for vit_h the weights are external data it does not cover)
+        "model_id",  # so the checkpoint's hash, target and precision
     )
 
     def to_json(self) -> str:

@@ -28,6 +28,14 @@ def small_sam():
 
 
 @pytest.fixture(scope="session")
+def served_model_id(small_sam) -> str:
+    """The id the CPU repository of the test model serves under (model_id, cache keys)."""
+    from samserve.contract import served_model_id
+
+    return served_model_id(small_sam.model_id, "cpu")
+
+
+@pytest.fixture(scope="session")
 def model_repository(small_sam, tmp_path_factory) -> Path:
     from build_engines.repository import write_cpu_repository
 

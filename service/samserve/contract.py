@@ -110,6 +110,18 @@ def checkpoint_model_id(model_type: str, checkpoint: Path) -> str:
     return model_id(model_type, sha256_file(checkpoint))
 
 
+TARGETS = {"cpu": "fp32", "gpu": "fp16"}  # target -> the precision its repository serves
+
+
+def served_model_id(weights_id: str, target: str, precision: str | None = None) -> str:
+    """The id a repository serves under (config parameter model_id, cache key, EmbedResponse):
+    the weights' id, the target and the precision, so CPU FP32 and GPU FP16 embeddings of one
+    checkpoint never share a cache entry."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    return f"{weights_id}-{target}-{precision or TARGETS[target]}"
+
+
 def cache_key(model_id: str, preprocess_version: str, image_sha256: str) -> str:
     """samserve:emb:{model_id}:{preprocess_version}:{sha256 of the encoded image bytes}."""
     return f"samserve:emb:{model_id}:{preprocess_version}:{image_sha256}"

@@ -41,30 +41,30 @@ def test_segment_after_embed_skips_encoder(client, triton_stats, fresh_seed):
     assert triton_stats.inferences("sam_encoder") == before
 
 
-def test_cache_value_follows_the_key_contract(client, redis_server, small_sam, fresh_seed):
+def test_cache_value_follows_the_key_contract(client, redis_server, served_model_id, fresh_seed):
     data = png_image(150, 190, fresh_seed)
     image_id = client.embed(data).image_id
     r = redis.Redis.from_url(redis_server.url)
-    key = f"samserve:emb:{small_sam.model_id}:{PREPROCESS_VERSION}:{image_id}"
-    assert key == cache_key(small_sam.model_id, PREPROCESS_VERSION, image_id)
-    entry = decode_entry(r.get(key), small_sam.model_id)
+    key = f"samserve:emb:{served_model_id}:{PREPROCESS_VERSION}:{image_id}"
+    assert key == cache_key(served_model_id, PREPROCESS_VERSION, image_id)
+    entry = decode_entry(r.get(key), served_model_id)
     assert entry.embedding.dtype == np.float16 and entry.embedding.shape == (1, 256, 16, 16)
     assert entry.original_size == (150, 190) and entry.input_size == (202, 256)
     assert 0 < r.ttl(key) <= 24 * 3600
 
 
-def test_corrupted_value_is_a_miss_and_is_overwritten(client, triton_stats, redis_server, small_sam, fresh_seed):
+def test_corrupted_value_is_a_miss_and_is_overwritten(client, triton_stats, redis_server, served_model_id, fresh_seed):
     data = png_image(160, 160, fresh_seed)
     image_id = client.embed(data).image_id
     r = redis.Redis.from_url(redis_server.url)
-    key = cache_key(small_sam.model_id, PREPROCESS_VERSION, image_id)
+    key = cache_key(served_model_id, PREPROCESS_VERSION, image_id)
     good = r.get(key)
     r.set(key, good[:-10] + b"\x00" * 10)  # a flipped payload: checksum mismatch
     before = triton_stats.inferences("sam_encoder")
     again = client.embed(data)
     assert not again.cached
     assert triton_stats.inferences("sam_encoder") == before + 1
-    assert decode_entry(r.get(key), small_sam.model_id).original_size == (160, 160)
+    assert decode_entry(r.get(key), served_model_id).original_size == (160, 160)
     assert client.embed(data).cached
 
 
@@ -97,14 +97,14 @@ def other_model_triton(tmp_path, cache_dir):
     server.stop()
 
 
-def test_a_different_model_id_misses(client, redis_server, other_model_triton, small_sam, fresh_seed):
+def test_a_different_model_id_misses(client, redis_server, other_model_triton, served_model_id, fresh_seed):
     data = png_image(140, 220, fresh_seed)
     assert not client.embed(data).cached
     other = GatewayThread(gateway_settings(other_model_triton.grpc_url, redis_server.url))
     try:
         with SamClient(other.target) as c:
             r = c.embed(data)
-            assert r.model_id != small_sam.model_id
+            assert r.model_id != served_model_id
             assert not r.cached  # same image, same Redis, other weights: never the old embedding
             assert c.embed(data).cached
     finally:

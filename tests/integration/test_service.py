@@ -36,7 +36,7 @@ def test_reflection_lists_the_services(gateway):
     assert {"samserve.v1.SegmentAnything", "grpc.health.v1.Health"} <= names
 
 
-def test_embed_returns_id_sizes_and_fp16_embedding(client, small_sam, fresh_seed):
+def test_embed_returns_id_sizes_and_fp16_embedding(client, small_sam, served_model_id, fresh_seed):
     import hashlib
 
     data = png_image(300, 451, fresh_seed)
@@ -44,7 +44,7 @@ def test_embed_returns_id_sizes_and_fp16_embedding(client, small_sam, fresh_seed
     assert r.image_id == hashlib.sha256(data).hexdigest()
     assert (r.original_size.height, r.original_size.width) == (300, 451)
     assert (r.input_size.height, r.input_size.width) == (170, 256)  # longest side S=256
-    assert r.model_id == small_sam.model_id
+    assert r.model_id == served_model_id == f"{small_sam.model_id}-cpu-fp32"
     assert r.embedding.dtype == "float16" and list(r.embedding.shape) == [1, 256, 16, 16]
     emb = np.frombuffer(r.embedding.data, dtype="<f2").reshape(1, 256, 16, 16)
     assert np.isfinite(emb).all() and emb.astype(np.float32).std() > 0

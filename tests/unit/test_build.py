@@ -12,14 +12,14 @@ from build_engines.models import build_small_sam, load_checkpoint, state_dict_di
 from build_engines.verify import VerificationError, verify_decoder
 
 
-def test_repository_has_configs_models_and_parameters(model_repository, small_sam):
+def test_repository_has_configs_models_and_parameters(model_repository, served_model_id):
     info = json.loads((model_repository / "build_info.json").read_text())
-    assert info["model_id"] == small_sam.model_id and info["img_size"] == "256"
+    assert info["model_id"] == served_model_id and info["img_size"] == "256"
     assert info["verification"]["encoder_max_abs_diff"] < 1e-3
     for name in ("sam_encoder", "sam_decoder"):
         assert (model_repository / name / "1" / "model.onnx").stat().st_size > 0
         config = (model_repository / name / "config.pbtxt").read_text()
-        assert f'string_value: "{small_sam.model_id}"' in config
+        assert f'string_value: "{served_model_id}"' in config
 
 
 def test_verification_fails_past_tolerance(tmp_path):
@@ -35,6 +35,17 @@ def test_model_id_follows_the_weights():
     a, b, c = build_small_sam(seed=0), build_small_sam(seed=0), build_small_sam(seed=1)
     assert a.model_id == b.model_id != c.model_id
     assert a.model_id == f"small-{state_dict_digest(a.sam)[:16]}"
+
+
+def test_cpu_and_gpu_repositories_of_one_checkpoint_serve_under_different_ids(small_sam):
+    """One Redis shared by a CPU (FP32 ONNX) and a GPU (FP16 TensorRT) deployment of the same
+    weights: their embeddings differ, so their ids (and so their cache keys) must."""
+    from build_engines.repository import model_parameters
+    from samserve.contract import cache_key
+
+    cpu, gpu = (model_parameters(small_sam, target)["model_id"] for target in ("cpu", "gpu"))
+    assert cpu == f"{small_sam.model_id}-cpu-fp32" and gpu == f"{small_sam.model_id}-gpu-fp16"
+    assert cache_key(cpu, "1", "ab" * 32) != cache_key(gpu, "1", "ab" * 32)
 
 
 def test_checkpoint_loads_through_the_reference_registry(tmp_path):

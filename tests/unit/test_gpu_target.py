@@ -185,6 +185,7 @@ def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):
     assert [t.name for t in adapter.input] == [t.name for t in configs[DECODER_CORE].input]
     model_ids = {config.parameters["model_id"].string_value for config in configs.values()}
     assert len(model_ids) == 1  # every model knows the model it serves
+    assert model_ids.pop().endswith("-gpu-fp16")  # never the CPU repository's id
 
 
 def test_ensemble_shapes_match_the_fixed_size_encoder(configs, small_sam):
@@ -232,6 +233,8 @@ def test_metadata_round_trips_through_json():
         ({"onnx_sha256": "cd" * 32}, "onnx_sha256"),
         ({"profile": encoder_profile(1024, EngineLimits(encoder_max_batch=4))}, "profile"),
         ({"fp32_layer_types": ("NORMALIZATION",)}, "fp32_layer_types"),
+        # vit_h: same graph (its weights are external data), other checkpoint -> other model_id
+        ({"model_id": "vit_h-fedcba9876543210-gpu-fp16"}, "model_id is 'vit_h-fedcba9876543210-gpu-fp16'"),
     ],
 )
 def test_a_mismatched_engine_is_refused_with_the_reason(tmp_path, change, reason):

@@ -27,7 +27,7 @@ def _prepare_repository(settings) -> tuple[Path, str]:
     Returns (repository, what is served)."""
     from build_engines.models import build_small_sam, load_checkpoint
     from build_engines.repository import is_complete, write_cpu_repository
-    from samserve.contract import checkpoint_model_id
+    from samserve.contract import checkpoint_model_id, served_model_id
 
     repos = settings.cache_dir / "repositories"
     checkpoint, model_type = settings.checkpoint, settings.model_type
@@ -35,11 +35,11 @@ def _prepare_repository(settings) -> tuple[Path, str]:
         checkpoint, model_type = DEFAULT_CHECKPOINT, "small"
     if checkpoint is None:
         loaded = build_small_sam()
-        out = repos / loaded.model_id
+        out = repos / served_model_id(loaded.model_id, "cpu")
         if not is_complete(out):
             write_cpu_repository(loaded, out)
         return out, "random"
-    out = repos / checkpoint_model_id(model_type, checkpoint)
+    out = repos / served_model_id(checkpoint_model_id(model_type, checkpoint), "cpu")
     if not is_complete(out):
         log.info("exporting %s to ONNX (once; cached in %s)", checkpoint, out)
         write_cpu_repository(load_checkpoint(checkpoint, model_type), out)
