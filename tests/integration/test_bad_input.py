@@ -267,3 +267,22 @@ def test_millions_of_points_are_refused_from_their_count(gateway):
                 pending.result()
     assert err.value.code() == INVALID
     assert "prompts[0].points: 2000000 points; at most 64 per prompt" in err.value.details()
+
+
+def test_segment_output_over_the_mask_pixel_limit_is_refused_before_any_work(gateway, stub, triton_stats):
+    """64 prompts x 3 masks of a 1500x1000 image are 288 M mask pixels, over the 2^28 default:
+    refused with the numbers, no encoder or decoder run, counted as RESOURCE_EXHAUSTED (not OK);
+    the same prompts with one mask each are served."""
+    image = png_image(1000, 1500, 77)
+    prompts = [pb.Prompt(points=[point(10 + i, 20 + i)]) for i in range(64)]
+    labels = {"method": "Segment", "code": "RESOURCE_EXHAUSTED"}
+    refused_before = gateway.metric("samserve_requests_total", labels)
+    encoder, decoder = triton_stats.inferences("sam_encoder"), triton_stats.inferences("sam_decoder")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Segment(seg(prompts, image=image), timeout=60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "192 masks of 1500x1000 = 288000000 mask pixels exceeds the limit of 268435456" in err.value.details()
+    assert triton_stats.inferences("sam_encoder") == encoder and triton_stats.inferences("sam_decoder") == decoder
+    assert gateway.metric("samserve_requests_total", labels) == refused_before + 1
+    ok = stub.Segment(seg(prompts, image=image, multimask_output=False), timeout=120)
+    assert len(ok.results) == 64 and all(len(r.masks) == 1 for r in ok.results)

@@ -48,3 +48,13 @@ def encode_mask(mask: np.ndarray, fmt: MaskFormat) -> dict | list[int] | bytes:
     if fmt is MaskFormat.PNG:
         return mask_to_png(mask)
     return mask_to_packed_bits(mask)
+
+
+def payload_bytes(payload: dict | list[int] | bytes, fmt: MaskFormat) -> int:
+    """About what a mask's payload takes in a response (an upper bound for uncompressed RLE:
+    a protobuf varint of a count is at most 5 bytes)."""
+    if fmt is MaskFormat.COCO_RLE:
+        return len(payload["counts"]) + 16  # type: ignore[index]
+    if fmt is MaskFormat.UNCOMPRESSED_RLE:
+        return 5 * len(payload) + 16
+    return len(payload)  # type: ignore[arg-type]

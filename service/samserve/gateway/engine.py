@@ -18,9 +18,9 @@ from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
-from samserve.core.errors import InvalidInput
+from samserve.core.errors import InvalidInput, Overloaded
 from samserve.core.image import decode_image
-from samserve.core.mask_formats import MaskFormat, encode_mask
+from samserve.core.mask_formats import MaskFormat, encode_mask, payload_bytes
 from samserve.core.postprocess import postprocess_masks, select_masks
 from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
 from samserve.gateway.backends.redis_cache import RedisCache
@@ -150,6 +150,7 @@ class SamEngine:
 
         def validate(size: tuple[int, int]) -> None:
             validate_prompts(prompts, size, model.low_res_size, s.max_prompts_per_request, s.max_points_per_prompt)
+            self._check_output(len(prompts), multimask_output, size, fmt, return_logits, model)
 
         if not prompts:
             validate((1, 1))  # the empty-list error, before any work
@@ -163,6 +164,28 @@ class SamEngine:
         selected = await self._decode(prompts, entry, model, multimask_output, deadline)
         outputs = await self._finish(selected, entry, model, 3 if multimask_output else 1, fmt, return_logits)
         return SegmentResult(image_id, entry.original_size, cached, outputs)
+
+    def _check_output(
+        self, n_prompts: int, multimask: bool, size: tuple[int, int], fmt: MaskFormat, logits: bool, model: ModelInfo
+    ) -> None:
+        """Refuses, before any work, a Segment whose masks cannot be made and sent within the
+        limits: masks x output pixels, and the bytes of the formats whose size is known ahead."""
+        h, w = size
+        n = n_prompts * (3 if multimask else 1)
+        pixels = n * h * w
+        limit = self.settings.max_output_mask_pixels
+        if pixels > limit:
+            raise Overloaded(
+                f"output: {n} masks of {w}x{h} = {pixels} mask pixels exceeds the limit of {limit} per request; "
+                "send fewer prompts, multimask_output=false, or a smaller image"
+            )
+        known = n * (h * w + 7) // 8 if fmt is MaskFormat.PACKED_BITS else 0
+        known += n * model.low_res_size**2 * 4 if logits else 0
+        if known > self.settings.max_response_bytes:
+            raise Overloaded(
+                f"output: {n} masks of {w}x{h} as packed bits and logits take {known} bytes, over the response "
+                f"limit of {self.settings.max_response_bytes} bytes; send fewer prompts or ask for COCO RLE"
+            )
 
     async def _decode(
         self, prompts: list[Prompt], entry: ImageEmbedding, model: ModelInfo, multimask_output: bool, deadline: Deadline
@@ -203,13 +226,23 @@ class SamEngine:
     ) -> list[PromptOutput]:
         """Masks at the original size in `fmt`. One job per mask: upsampling and encoding release
         the GIL, so the masks of a request are finished in parallel on the executor's threads."""
-        encoded = await asyncio.gather(
-            *(
-                self._cpu(masks_at_original_size, low[c : c + 1], model, entry.input_size, entry.original_size, fmt)
-                for low, _ in selected
-                for c in range(n_masks)
+        # at most cpu_workers jobs of this request in the executor's queue at a time, so one large
+        # request cannot hold the executor while a small one waits behind all of its masks
+        share = asyncio.Semaphore(self.settings.cpu_workers)
+
+        async def one(low: np.ndarray, c: int) -> list:
+            async with share:
+                return await self._cpu(
+                    masks_at_original_size, low[c : c + 1], model, entry.input_size, entry.original_size, fmt
+                )
+
+        encoded = await asyncio.gather(*(one(low, c) for low, _ in selected for c in range(n_masks)))
+        size = sum(payload_bytes(m, fmt) for part in encoded for m in part)
+        if size > self.settings.max_response_bytes:
+            raise Overloaded(
+                f"output: the masks encode to {size} bytes, over the response limit of "
+                f"{self.settings.max_response_bytes} bytes; send fewer prompts or a smaller image"
             )
-        )
         return [
             PromptOutput(
                 masks=[m for part in encoded[i * n_masks : (i + 1) * n_masks] for m in part],

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     max_prompts_per_request: int = Field(64, ge=1)
     max_points_per_prompt: int = Field(64, ge=1)
     max_concurrent_requests: int = Field(64, ge=1, description="beyond this, RESOURCE_EXHAUSTED")
+    max_output_mask_pixels: int = Field(
+        1 << 28,
+        ge=1,
+        description="Segment: masks x output pixels per request (64 prompts x 3 masks of a 1.4 MP image); "
+        "beyond it RESOURCE_EXHAUSTED before any work",
+    )
+    max_response_bytes: int = Field(
+        256 * 1024 * 1024, ge=1 << 20, description="the largest response the gateway sends (gRPC send limit)"
+    )
     amg_max_points: int = Field(
         16384, ge=1, description="GenerateMasks budget: point prompts over all crops; beyond it RESOURCE_EXHAUSTED"
     )

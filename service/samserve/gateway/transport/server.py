@@ -57,7 +57,7 @@ async def _watch_health(engine: SamEngine, servicer: health.aio.HealthServicer, 
 async def start_grpc_server(engine: SamEngine, settings: Settings, metrics: Metrics) -> GrpcServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_request_bytes),
-        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.max_send_message_length", settings.max_response_bytes),
     ]
     interceptors = []
     if settings.auth_tokens:
