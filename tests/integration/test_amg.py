@@ -94,3 +94,61 @@ def test_the_sam_amg_ensemble_answers_one_triton_request(triton_server, small_sa
     assert result.as_numpy("image_embeddings").shape == (1, 256, 16, 16)
     counts = np.frombuffer(result.as_numpy("rle_counts")[0, 0], dtype="<u4")
     assert counts.sum() == 120 * 180
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"points_per_side": 6, "crop_n_layers": 4},  # 341 encoder runs, 12276 prompts (under 16384)
+            "crop_n_layers = 4 needs 341 encoder runs (the image and its crops); the configured budget is 21",
+        ),
+        (
+            {"points_per_side": 64, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+            "on a 1500x1000 image this request may upsample 18432000000 mask pixels; the configured budget is "
+            "17179869184",
+        ),
+    ],
+    ids=["encoder_runs", "mask_pixels"],
+)
+def test_work_the_image_makes_too_costly_is_refused_before_any_model_runs(
+    triton_server, redis_server, triton_stats, options, message, fresh_seed
+):
+    """Issue 25 #6: budgets that need the image's size are checked once it is decoded, before
+    the encoder: RESOURCE_EXHAUSTED naming the budget and the request's figure."""
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.v1 import samserve_pb2_grpc as pb_grpc
+
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, amg_max_mask_pixels=1 << 34))
+    try:
+        with grpc.insecure_channel(gw.target) as ch:
+            before = triton_stats.inferences("sam_encoder"), triton_stats.inferences("sam_amg_generate")
+            request = pb.GenerateMasksRequest(image=png_image(1000, 1500, fresh_seed), options=pb.AmgOptions(**options))
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.SegmentAnythingStub(ch).GenerateMasks(request, timeout=60)
+    finally:
+        gw.stop()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert message in err.value.details()
+    assert (triton_stats.inferences("sam_encoder"), triton_stats.inferences("sam_amg_generate")) == before
+
+
+def test_a_generate_masks_past_its_deadline_stops_within_one_batch(stub, triton_stats, fresh_seed):
+    """Issue 25 #6: when the deadline passes, Triton cancels the request and sam_amg_generate
+    stops between decoder batches instead of finishing work nobody reads; Triton is then free."""
+    import time
+
+    request = pb.GenerateMasksRequest(
+        image=png_image(300, 400, fresh_seed),
+        options=pb.AmgOptions(points_per_side=64, points_per_batch=16),  # 256 decoder batches, ~30 s
+    )
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GenerateMasks(request, timeout=3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(max(0.0, started + 5 - time.monotonic()))  # the batch running at the deadline ends
+    settled = triton_stats.inferences("sam_decoder")
+    time.sleep(3)
+    assert triton_stats.inferences("sam_decoder") - settled <= 1, "the cancelled AMG kept calling the decoder"
+    small = pb.GenerateMasksRequest(image=png_image(64, 64, fresh_seed + 1), options=pb.AmgOptions(points_per_side=2))
+    stub.GenerateMasks(small, timeout=30)  # the model instance is free again

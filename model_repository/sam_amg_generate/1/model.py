@@ -17,7 +17,7 @@ from samserve.contract import (
 )
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import SamServeError
-from samserve.triton.amg_generator import AutomaticMaskGenerator
+from samserve.triton.amg_generator import AutomaticMaskGenerator, Cancelled
 from samserve.triton.bls import bls
 from samserve.triton.model_config import model_info
 from samserve.triton.responses import error_response, tensors_response
@@ -51,7 +51,9 @@ class TritonPythonModel:
             raise ValueError(f"image is {image.shape[:2]}, original_size says {original_size}")
         if image is None and opts.crop_n_layers > 0:
             raise ValueError("crop_n_layers > 0 needs the image input")
-        masks = self.generator.generate(opts, original_size, image=image, embedding=emb.astype(np.float16))
+        masks = self.generator.generate(
+            opts, original_size, image=image, embedding=emb.astype(np.float16), cancelled=request.is_cancelled
+        )
         rles = np.array([np.asarray(r, dtype="<u4").tobytes() for r in masks.rles], dtype=np.object_).reshape(-1)
         arrays = (
             rles,
@@ -68,6 +70,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._generate(request))
+            except Cancelled as exc:
+                responses.append(error_response(str(exc), cancelled=True))
             except (SamServeError, ValueError, RuntimeError) as exc:
                 responses.append(error_response(str(exc)))
         return responses

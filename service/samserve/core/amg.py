@@ -85,26 +85,32 @@ def is_box_near_crop_edge(
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy NMS in descending score order (ties in input order), as
-    torchvision.ops.nms: IoU of XYXY float32 boxes, suppress where IoU > threshold."""
+    torchvision.ops.nms: IoU of XYXY float32 boxes, suppress where IoU > threshold.
+
+    Memory O(n): each kept box's IoU row is computed against the boxes not yet suppressed (the
+    same float32 arithmetic as a full n x n matrix, which for 50k boxes would be tens of GB)."""
     n = len(boxes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     b = np.asarray(boxes, dtype=np.float32)[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = np.maximum(b[:, None, :2], b[None, :, :2])
-    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (area[:, None] + area[None, :] - inter)
-    suppressed = np.zeros(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
     keep = []
     for i in range(n):  # over masks, not pixels
-        if suppressed[i]:
+        if not alive[i]:
             continue
         keep.append(i)
-        suppressed |= iou[i] > iou_threshold
+        rest = i + 1 + np.flatnonzero(alive[i + 1 :])
+        if not len(rest):
+            break
+        lt = np.maximum(b[i, :2], b[rest, :2])
+        rb = np.minimum(b[i, 2:], b[rest, 2:])
+        wh = np.clip(rb - lt, 0, None)
+        inter = wh[:, 0] * wh[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / (area[i] + area[rest] - inter)
+        alive[rest[iou > iou_threshold]] = False
     return order[np.asarray(keep, dtype=np.int64)]
 
 

@@ -8,7 +8,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
+from samserve.core.amg import generate_crop_boxes
 from samserve.core.errors import InvalidInput, Overloaded
+from samserve.core.preprocess import check_resizable
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,38 @@ class AmgOptions:
         return sum(4**layer for layer in range(self.crop_n_layers + 1))
 
     def check_budget(self, max_points: int) -> None:
+        """What is known from the options alone: decoder prompts over all crops, encoder runs."""
         total = self.total_points()
         if total > max_points:
             raise Overloaded(
                 f"options: this request would run {total} point prompts over {self.encoder_runs()} crops; the "
                 f"configured budget is {max_points} (lower points_per_side, crop_n_layers, or raise "
                 "crop_n_points_downscale_factor)"
+            )
+
+    def check_image_budget(
+        self, original_size: tuple[int, int], img_size: int, max_encoder_runs: int, max_mask_pixels: int
+    ) -> None:
+        """What needs the image's size, checked before any model runs: the encoder runs (the
+        whole image and every crop), every crop resizable for the model, and the mask pixels
+        upsampled at most (3 masks a point prompt, each at its crop's size, were every mask to
+        pass the predicted-IoU filter)."""
+        runs = self.encoder_runs()
+        if runs > max_encoder_runs:
+            raise Overloaded(
+                f"options: crop_n_layers = {self.crop_n_layers} needs {runs} encoder runs (the image and its "
+                f"crops); the configured budget is {max_encoder_runs} (lower crop_n_layers)"
+            )
+        boxes, layers = generate_crop_boxes(original_size, self.crop_n_layers, self.crop_overlap_ratio)
+        pixels = 0
+        for (x0, y0, x1, y1), layer in zip(boxes, layers, strict=True):
+            check_resizable(y1 - y0, x1 - x0, img_size, f"options: crop ({x0}, {y0}, {x1}, {y1}) of the image")
+            pixels += 3 * self.points_per_layer(layer) * (y1 - y0) * (x1 - x0)
+        if pixels > max_mask_pixels:
+            h, w = original_size
+            raise Overloaded(
+                f"options: on a {w}x{h} image this request may upsample {pixels} mask pixels; the configured "
+                f"budget is {max_mask_pixels} (lower points_per_side or crop_n_layers, or send a smaller image)"
             )
 
     def to_json(self) -> str:

@@ -255,15 +255,23 @@ class SamEngine:
     async def generate_masks(
         self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline
     ) -> GenerateResult:
-        """SamAutomaticMaskGenerator inside Triton. Options and the work budget are checked
-        before any work; the whole-image embedding comes from the cache when it is there."""
+        """SamAutomaticMaskGenerator inside Triton. Options and the work budgets are checked
+        before any work (those that need the image's size once it is decoded, before the
+        encoder); the whole-image embedding comes from the cache when it is there."""
         deadline.remaining("starting")
         opts.validate()
-        opts.check_budget(self.settings.amg_max_points)
-        image_id, entry, cached = await self.embedding(image, deadline)
+        s = self.settings
+        opts.check_budget(s.amg_max_points)
+        model = await self.model()
+
+        def validate(size: tuple[int, int]) -> None:
+            opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
+
+        image_id, entry, cached = await self.embedding(image, deadline, validate)
+        validate(entry.original_size)  # a cached image was not decoded
         rgb = None
         if opts.crop_n_layers > 0:  # crops are embedded from the pixels
-            rgb = await self._cpu(decode_image, image, self.settings.max_image_pixels, self.settings.min_image_side)
+            rgb = await self._cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         started = time.perf_counter()
         arrays = await self.triton.generate_masks(
             entry.embedding, rgb, entry.original_size, opts.to_json(), deadline.remaining("generating masks")

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     amg_max_points: int = Field(
         16384, ge=1, description="GenerateMasks budget: point prompts over all crops; beyond it RESOURCE_EXHAUSTED"
     )
+    amg_max_encoder_runs: int = Field(
+        21, ge=1, description="GenerateMasks budget: encoder runs, the image and its crops (21: crop_n_layers 2)"
+    )
+    amg_max_mask_pixels: int = Field(
+        1 << 36,
+        ge=1,
+        description="GenerateMasks budget: mask pixels upsampled at most (3 a prompt, at its crop's size)",
+    )
     cpu_workers: int = Field(2, ge=1, description="threads for decode/resize/mask encoding")
 
     # embedded default (samserve serve)

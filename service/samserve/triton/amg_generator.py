@@ -32,6 +32,14 @@ from samserve.core.rle import counts_to_mask, mask_to_counts
 
 # (1, 3, S, S) float32 -> (1, 256, S/16, S/16) float16
 Encode = Callable[[np.ndarray], np.ndarray]
+# upsampled float32 logits held at once: chunks of masks are sized to stay under this
+UPSAMPLE_PIXELS = 16 * 1024 * 1024
+
+
+class Cancelled(Exception):
+    """The request was cancelled (its client left or its deadline passed): work stopped."""
+
+
 # embedding, point_coords (B, N, 2) float32, point_labels (B, N) float32 -> ((B, 4, L, L), (B, 4))
 Decode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -97,6 +105,11 @@ class AutomaticMaskGenerator:
         self.encode = encode
         self.decode = decode
         self.upsample_chunk = upsample_chunk
+        self._cancelled: Callable[[], bool] = lambda: False
+
+    def _check(self) -> None:
+        if self._cancelled():
+            raise Cancelled("cancelled: its client cancelled or its deadline passed")
 
     def generate(
         self,
@@ -104,9 +117,12 @@ class AutomaticMaskGenerator:
         original_size: tuple[int, int],
         image: np.ndarray | None = None,
         embedding: np.ndarray | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> AmgMasks:
         """image (H, W, 3) uint8 RGB: needed for crop layers and when `embedding` (the whole
-        image's, (1, 256, e, e) float16) is not given."""
+        image's, (1, 256, e, e) float16) is not given. `cancelled()` is asked before every
+        encoder and decoder call: when it says so, Cancelled is raised and the work stops."""
+        self._cancelled = cancelled
         grids = build_all_layer_point_grids(
             opts.points_per_side, opts.crop_n_layers, opts.crop_n_points_downscale_factor
         )
@@ -144,6 +160,7 @@ class AutomaticMaskGenerator:
             if image is None:
                 raise ValueError("the image is needed to embed a crop")
             x, input_size = preprocess(image[y0:y1, x0:x1], s, self.model.pixel_mean, self.model.pixel_std)
+            self._check()
             embedding = self.encode(x)
         else:
             input_size = preprocess_shape(*crop_size, s)
@@ -184,6 +201,7 @@ class AutomaticMaskGenerator:
         # SamPredictor pads a single point with a "not a point" (label -1) at (0, 0)
         point_coords = np.concatenate([coords[:, None, :], np.zeros((b, 1, 2))], axis=1).astype(np.float32)
         point_labels = np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (b, 1))
+        self._check()
         low_res, iou = self.decode(embedding, point_coords, point_labels)
         low_res = low_res[:, 1:].reshape(-1, *low_res.shape[-2:])  # multimask outputs, flattened
         iou = iou[:, 1:].reshape(-1).astype(np.float32)
@@ -191,18 +209,19 @@ class AutomaticMaskGenerator:
         keep = np.arange(len(iou))
         if opts.pred_iou_thresh > 0.0:
             keep = keep[iou > np.float32(opts.pred_iou_thresh)]
+        chunk = max(1, min(self.upsample_chunk, UPSAMPLE_PIXELS // (crop_size[0] * crop_size[1])))
         parts = [
             self._finish_masks(
                 opts,
-                low_res[keep[i : i + self.upsample_chunk]],
-                iou[keep[i : i + self.upsample_chunk]],
-                pts[keep[i : i + self.upsample_chunk]],
+                low_res[keep[i : i + chunk]],
+                iou[keep[i : i + chunk]],
+                pts[keep[i : i + chunk]],
                 crop_size,
                 input_size,
                 crop_box,
                 orig_size,
             )
-            for i in range(0, len(keep), self.upsample_chunk)
+            for i in range(0, len(keep), chunk)
         ]
         return AmgMasks.cat(parts)
 
@@ -241,19 +260,21 @@ class AutomaticMaskGenerator:
     @staticmethod
     def _remove_small_regions(data: AmgMasks, orig_size: tuple[int, int], min_area: int, nms_thresh: float) -> AmgMasks:
         """SamAutomaticMaskGenerator.postprocess_small_regions: fill small holes, drop small
-        islands, then NMS preferring unchanged masks; changed masks that survive are updated."""
-        masks, scores = [], []
-        for rle in data.rles:
+        islands, then NMS preferring unchanged masks; changed masks that survive are updated.
+        One full-size mask at a time: the changed ones are kept as RLE, not stacked."""
+        boxes, scores, changed = [], [], {}
+        for i, rle in enumerate(data.rles):
             mask = counts_to_mask(rle, *orig_size)
             mask, changed_holes = remove_small_regions(mask, min_area, "holes")
             mask, changed_islands = remove_small_regions(mask, min_area, "islands")
-            masks.append(mask)
+            box = masks_to_boxes(mask[None])[0]
+            boxes.append(box)
             scores.append(float(not (changed_holes or changed_islands)))
-        stacked = np.stack(masks)
-        boxes = masks_to_boxes(stacked)
-        keep = nms(boxes, np.asarray(scores, dtype=np.float32), nms_thresh)
+            if changed_holes or changed_islands:
+                changed[i] = mask_to_counts(mask)
+        keep = nms(np.stack(boxes), np.asarray(scores, dtype=np.float32), nms_thresh)
         for i in keep:
-            if scores[i] == 0.0:
-                data.rles[i] = mask_to_counts(stacked[i])
+            if i in changed:
+                data.rles[i] = changed[i]
                 data.boxes[i] = boxes[i]
         return data.take(keep)

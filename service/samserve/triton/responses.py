@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def error_response(message: str):
+def error_response(message: str, cancelled: bool = False):
     import triton_python_backend_utils as pb_utils
 
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    code = pb_utils.TritonError.CANCELLED if cancelled else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
 def tensors_response(outputs: dict[str, np.ndarray]):
