@@ -1,7 +1,10 @@
 """The GPU model repository: TensorRT FP16 plans for the encoder and the decoder, and the same
 python / ensemble models as the CPU repository, so the gateway talks to it unchanged.
 
-  sam_encoder       tensorrt_plan, dynamic batching over images (batch 1..encoder_max_batch)
+  sam_encoder_trt   tensorrt_plan, dynamic batching over images (batch 1..encoder_max_batch)
+  sam_encoder       the checked-in python model, as an adapter: batches the requests through
+                    sam_encoder_trt over BLS and returns each embedding with the model's id
+                    (the decoder refuses embeddings of another model)
   sam_decoder_trt   tensorrt_plan, dynamic batching over prompts (1..decoder_max_prompts) of
                     one point count
   sam_decoder       the checked-in python model, as an adapter: it keeps the gateway's
@@ -39,6 +42,7 @@ from samserve.contract import (
     DECODER,
     DECODER_CORE,
     ENCODER,
+    ENCODER_CORE,
     MAX_PROMPTS_PER_RUN,
     served_model_id,
 )
@@ -66,8 +70,9 @@ def encoder_config(params: dict[str, str], limits: EngineLimits, instances: int 
     e = s // 16
     profile = encoder_profile(s, limits)
     preferred = _preferred(profile["images"])
-    return f"""# SAM image encoder, GPU target: TensorRT FP16 plan (written by build_engines).
-name: "{ENCODER}"
+    return f"""# SAM image encoder, GPU target: TensorRT FP16 plan (written by build_engines); sam_encoder
+# (the adapter) runs it over BLS and returns each embedding with the model's id.
+name: "{ENCODER_CORE}"
 platform: "tensorrt_plan"
 max_batch_size: {limits.encoder_max_batch}
 input [
@@ -140,6 +145,16 @@ def _warmups(label: str, inputs, batch_sizes) -> str:
     return ",\n".join(blocks)
 
 
+def encoder_adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
+    """The checked-in sam_encoder config, pointed at the plan instead of ONNX Runtime."""
+    header = f"# GPU target: this python model batches requests through {ENCODER_CORE} over BLS.\n"
+    text = header + (CHECKED_IN / ENCODER / "config.pbtxt").read_text()
+    if "max_batch_size: 4\n" not in text:
+        raise RuntimeError("sam_encoder/config.pbtxt changed: 'max_batch_size: 4' not found")
+    text = text.replace("max_batch_size: 4\n", f"max_batch_size: {limits.encoder_max_batch}\n")
+    return text + parameters_block({**params, CORE_MODEL: ENCODER_CORE})
+
+
 def adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
     """The checked-in sam_decoder config, pointed at the plan instead of ONNX Runtime."""
     header = f"# GPU target: this python model merges requests and runs them through {DECODER_CORE} over BLS.\n"
@@ -167,7 +182,8 @@ def gpu_configs(loaded: LoadedSam, limits: EngineLimits) -> dict[str, str]:
     params = model_parameters(loaded, "gpu")
     amg = (CHECKED_IN / AMG_GENERATE / "config.pbtxt").read_text() + parameters_block(params)
     return {
-        ENCODER: encoder_config(params, limits),
+        ENCODER_CORE: encoder_config(params, limits),
+        ENCODER: encoder_adapter_config(params, limits),
         DECODER_CORE: decoder_core_config(params, limits),
         DECODER: adapter_config(params, limits),
         AMG_GENERATE: amg,
@@ -196,10 +212,10 @@ def write_gpu_repository(
     for name, text in gpu_configs(loaded, limits).items():
         (tmp / name / "1").mkdir(parents=True)
         (tmp / name / "config.pbtxt").write_text(text)
-    for name in (DECODER, AMG_GENERATE):
+    for name in (ENCODER, DECODER, AMG_GENERATE):
         shutil.copy(CHECKED_IN / name / "1" / "model.py", tmp / name / "1" / "model.py")
     plans = {
-        ENCODER: tmp / ENCODER / "1" / "model.plan",
+        ENCODER_CORE: tmp / ENCODER_CORE / "1" / "model.plan",
         DECODER_CORE: tmp / DECODER_CORE / "1" / "model.plan",
     }
     for name, plan in plans.items():  # candidates for reuse; build_engine decides
@@ -214,9 +230,9 @@ def write_gpu_repository(
         decoder_onnx = export_decoder(loaded.sam, Path(work) / "decoder.onnx")
         onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance)
         metas = {
-            ENCODER: build_engine(
+            ENCODER_CORE: build_engine(
                 encoder_onnx,
-                plans[ENCODER],
+                plans[ENCODER_CORE],
                 encoder_profile(s, limits),
                 served_model_id(loaded.model_id, "gpu"),
                 fp32_layer_types,
@@ -231,7 +247,7 @@ def write_gpu_repository(
                 timing_cache,
             ),
         }
-    accuracy = check_engines(loaded.sam, plans[ENCODER], plans[DECODER_CORE])
+    accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE])
     info = {
         "target": "gpu",
         **model_parameters(loaded, "gpu"),

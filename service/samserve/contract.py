@@ -15,16 +15,23 @@ import numpy as np
 # -- Triton models and their tensors (names follow Meta's ONNX export) ---------------------
 ENCODER = "sam_encoder"
 DECODER = "sam_decoder"
+ENCODER_CORE = "sam_encoder_trt"  # GPU target: the TensorRT plan the sam_encoder adapter calls
 DECODER_CORE = "sam_decoder_trt"  # GPU target: the TensorRT plan the sam_decoder adapter calls
 AMG_GENERATE = "sam_amg_generate"
 AMG = "sam_amg"  # ensemble: sam_encoder -> sam_amg_generate
 
 ENCODER_INPUT = "images"
 EMBEDDINGS = "image_embeddings"
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+# Every embedding travels with the id of the model that made it (the encoder says so), and the
+# decoder and AMG refuse one of another model: a model swapped under a running gateway can never
+# mix embeddings, whatever the gateway believes it serves.
+MODEL_ID = "model_id"  # TYPE_STRING, dims [1]
+ENCODER_OUTPUTS = (EMBEDDINGS, MODEL_ID)
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")  # the network
+DECODER_REQUEST_INPUTS = (*DECODER_INPUTS, MODEL_ID)  # what sam_decoder takes
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_options"
-AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS)
+AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
 
 ModelType = Literal["vit_b", "vit_l", "vit_h", "small"]
@@ -125,6 +132,13 @@ def served_model_id(weights_id: str, target: str, precision: str | None = None) 
 def cache_key(model_id: str, preprocess_version: str, image_sha256: str) -> str:
     """samserve:emb:{model_id}:{preprocess_version}:{sha256 of the encoded image bytes}."""
     return f"samserve:emb:{model_id}:{preprocess_version}:{image_sha256}"
+
+
+def model_mismatch(made_by: str, serves: str) -> str | None:
+    """The refusal of an embedding made by another model (None when it is this model's)."""
+    if made_by == serves:
+        return None
+    return f"model mismatch: the embedding was made by {made_by!r}; this model is {serves!r}"
 
 
 def lock_key(cache_key: str) -> str:

@@ -1,7 +1,8 @@
-"""The GPU repository's decoder path, run on the CPU: the generated configs of sam_decoder (the
-python adapter, core_model set) and sam_decoder_trt (batch dimension = prompts, FP16 embedding,
-reshaped has_mask_input, warmup) served by a real Triton, with an ONNX Runtime stand-in in place
-of the TensorRT plan. Whatever the gateway asks must come back exactly as on the CPU path."""
+"""The GPU repository's model path, run on the CPU: the generated configs of sam_encoder and
+sam_decoder (the python adapters, core_model set), sam_encoder_trt and sam_decoder_trt (batch
+dimension = images / prompts, FP16 embedding, reshaped has_mask_input, warmup) served by a real
+Triton, with an ONNX Runtime stand-in in place of each TensorRT plan. Whatever the gateway asks
+must come back exactly as on the CPU path."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_engines.gpu_repository import DECODER_CORE, adapter_config, decoder_core_config
+from build_engines.gpu_repository import (
+    DECODER_CORE,
+    ENCODER_CORE,
+    adapter_config,
+    decoder_core_config,
+    encoder_adapter_config,
+    encoder_config,
+)
 from build_engines.repository import model_parameters
 from build_engines.tensorrt_engines import EngineLimits
 from samserve.client import PromptSpec
 from samserve.devtools.sample_images import encode, synthetic_image
 from tests.integration.conftest import TritonStats
 
-STANDIN = Path(__file__).resolve().parents[1] / "support" / "decoder_core" / "model.py"
+STANDIN = Path(__file__).resolve().parents[1] / "support" / "plan_standin" / "model.py"
 LIMITS = EngineLimits(encoder_max_batch=2, decoder_max_prompts=8, decoder_max_points=66)
 
 
@@ -32,16 +40,18 @@ def adapter_stack(model_repository, small_sam, redis_server, cache_dir, tmp_path
     repo = tmp_path_factory.mktemp("adapter") / "repo"
     shutil.copytree(model_repository, repo)
     params = model_parameters(small_sam)
-    (repo / "sam_decoder" / "config.pbtxt").write_text(adapter_config(params, LIMITS))
-    (repo / "sam_decoder" / "1" / "model.onnx").rename(repo / "onnx-decoder.tmp")  # the adapter must not need it
-    core = repo / DECODER_CORE
-    (core / "1").mkdir(parents=True)
-    shutil.copy(STANDIN, core / "1" / "model.py")
-    (repo / "onnx-decoder.tmp").rename(core / "1" / "model.onnx")
-    config = decoder_core_config(params, LIMITS)
-    assert 'platform: "tensorrt_plan"' in config and "KIND_GPU" in config
-    config = config.replace('platform: "tensorrt_plan"', 'backend: "python"').replace("KIND_GPU", "KIND_CPU")
-    (core / "config.pbtxt").write_text(config)
+    for adapter, core, adapter_text, core_text in (
+        ("sam_encoder", ENCODER_CORE, encoder_adapter_config, encoder_config),
+        ("sam_decoder", DECODER_CORE, adapter_config, decoder_core_config),
+    ):
+        (repo / adapter / "config.pbtxt").write_text(adapter_text(params, LIMITS))
+        (repo / core / "1").mkdir(parents=True)
+        (repo / adapter / "1" / "model.onnx").rename(repo / core / "1" / "model.onnx")  # the adapter must not need it
+        shutil.copy(STANDIN, repo / core / "1" / "model.py")
+        config = core_text(params, LIMITS)
+        assert 'platform: "tensorrt_plan"' in config and "KIND_GPU" in config
+        config = config.replace('platform: "tensorrt_plan"', 'backend: "python"').replace("KIND_GPU", "KIND_CPU")
+        (repo / core / "config.pbtxt").write_text(config)
 
     triton = start_triton(repo, tmp_path_factory.mktemp("adapter-logs") / "triton.log", cache_dir)
     gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url))
@@ -71,6 +81,7 @@ def _same(a, b) -> None:
 def test_segment_through_the_adapter_equals_the_cpu_path(adapter_stack, client):
     adapter, stats = adapter_stack
     before = stats.inferences(DECODER_CORE)
+    encoded = stats.inferences(ENCODER_CORE)
     data = encode(synthetic_image(200, 260, seed=71))
     for multimask in (True, False):
         _same(
@@ -81,6 +92,7 @@ def test_segment_through_the_adapter_equals_the_cpu_path(adapter_stack, client):
     refine = [PromptSpec(points=[(40.0, 50.0)], labels=[1], mask_input=first.low_res_logits[0])]
     _same(adapter.segment(data, refine), client.segment(data, refine))
     assert stats.inferences(DECODER_CORE) - before == 2 * len(PROMPTS) + 2  # every prompt ran on the core model
+    assert stats.inferences(ENCODER_CORE) - encoded == 1  # the image, on the encoder's core model
 
 
 def test_concurrent_clients_are_merged_and_answered_right(adapter_stack, client):

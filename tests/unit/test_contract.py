@@ -28,8 +28,8 @@ def tensors(config: Path) -> tuple[str, list[str], list[str]]:
 
 
 EXPECTED = {
-    "sam_encoder": (contract.ENCODER, [contract.ENCODER_INPUT], [contract.EMBEDDINGS]),
-    "sam_decoder": (contract.DECODER, list(contract.DECODER_INPUTS), list(contract.DECODER_OUTPUTS)),
+    "sam_encoder": (contract.ENCODER, [contract.ENCODER_INPUT], list(contract.ENCODER_OUTPUTS)),
+    "sam_decoder": (contract.DECODER, list(contract.DECODER_REQUEST_INPUTS), list(contract.DECODER_OUTPUTS)),
     "sam_amg_generate": (contract.AMG_GENERATE, list(contract.AMG_INPUTS), list(contract.AMG_OUTPUTS)),
 }
 
@@ -43,8 +43,8 @@ def test_checked_in_configs_use_the_contracts_names(folder):
 def test_the_amg_ensemble_maps_the_contracts_names():
     name, inputs, outputs = tensors(ROOT / "model_repository" / "sam_amg" / "config.pbtxt")
     assert name == contract.AMG
-    assert inputs == [contract.ENCODER_INPUT, *contract.AMG_INPUTS[1:]]
-    assert outputs == [*contract.AMG_OUTPUTS, contract.EMBEDDINGS]
+    assert inputs == [contract.ENCODER_INPUT, *contract.AMG_INPUTS[1:-1]]  # model_id comes from the encoder
+    assert outputs == [*contract.AMG_OUTPUTS, *contract.ENCODER_OUTPUTS]
 
 
 def test_model_info_round_trips_through_config_parameters():

@@ -26,13 +26,14 @@ class SlowEncoder:
 
     def __init__(self, seconds: float, fail: Exception | None = None) -> None:
         self.seconds, self.fail, self.runs = seconds, fail, 0
+        self.model_id = MODEL.model_id
 
     async def encode(self, images, deadline_s=None):
         self.runs += 1
         await asyncio.sleep(self.seconds)
         if self.fail is not None:
             raise self.fail
-        return np.zeros((1, 256, 4, 4), np.float16)
+        return np.zeros((1, 256, 4, 4), np.float16), self.model_id
 
 
 async def on_cpu(fn, *args):

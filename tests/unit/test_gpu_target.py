@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
-from build_engines.gpu_repository import DECODER_CORE, gpu_configs
+from build_engines.gpu_repository import DECODER_CORE, ENCODER_CORE, gpu_configs
 from build_engines.onnx_checks import TensorRTIncompatible, check_tensorrt_compatible, problems
 from build_engines.repository import MODELS
 from build_engines.tensorrt_engines import (
@@ -128,7 +128,7 @@ def configs(small_sam) -> dict[str, mc.ModelConfig]:
 
 
 def test_gpu_repository_has_every_model_the_gateway_and_pipelines_call(configs):
-    assert set(configs) == set(MODELS) | {DECODER_CORE}
+    assert set(configs) == set(MODELS) | {ENCODER_CORE, DECODER_CORE}
     for name, config in configs.items():
         assert config.name == name
 
@@ -141,7 +141,7 @@ def _expected_dims(profile_entry) -> list[int]:
 def test_plan_configs_match_the_engine_profiles(configs, small_sam):
     s = small_sam.img_size
     for name, profile, max_batch in (
-        ("sam_encoder", encoder_profile(s, LIMITS), LIMITS.encoder_max_batch),
+        (ENCODER_CORE, encoder_profile(s, LIMITS), LIMITS.encoder_max_batch),
         (DECODER_CORE, decoder_profile(s, LIMITS), LIMITS.decoder_max_prompts),
     ):
         config = configs[name]
@@ -168,12 +168,21 @@ def test_plan_configs_match_the_engine_profiles(configs, small_sam):
 def test_wire_precision(configs):
     """The embedding crosses the wire in FP16 both ways; images, prompts and outputs in FP32."""
     types = {}
-    for name in ("sam_encoder", DECODER_CORE):
+    for name in (ENCODER_CORE, DECODER_CORE):
         for t in (*configs[name].input, *configs[name].output):
             types[name, t.name] = t.data_type
-    assert types.pop(("sam_encoder", "image_embeddings")) == mc.TYPE_FP16
+    assert types.pop((ENCODER_CORE, "image_embeddings")) == mc.TYPE_FP16
     assert types.pop((DECODER_CORE, "image_embeddings")) == mc.TYPE_FP16
     assert set(types.values()) == {mc.TYPE_FP32}
+
+
+def test_the_encoder_adapter_runs_the_plan_and_names_its_model(configs):
+    adapter = configs["sam_encoder"]
+    params = {k: v.string_value for k, v in adapter.parameters.items()}
+    assert adapter.backend == "python" and params["core_model"] == ENCODER_CORE
+    assert adapter.max_batch_size == configs[ENCODER_CORE].max_batch_size
+    assert [t.name for t in adapter.input] == [t.name for t in configs[ENCODER_CORE].input]
+    assert [t.name for t in adapter.output] == ["image_embeddings", "model_id"]
 
 
 def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):
@@ -182,7 +191,7 @@ def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):
     assert adapter.backend == "python"
     assert params["core_model"] == DECODER_CORE
     assert int(params["max_prompts_per_run"]) == configs[DECODER_CORE].max_batch_size
-    assert [t.name for t in adapter.input] == [t.name for t in configs[DECODER_CORE].input]
+    assert [t.name for t in adapter.input] == [*(t.name for t in configs[DECODER_CORE].input), "model_id"]
     model_ids = {config.parameters["model_id"].string_value for config in configs.values()}
     assert len(model_ids) == 1  # every model knows the model it serves
     assert model_ids.pop().endswith("-gpu-fp16")  # never the CPU repository's id
@@ -273,7 +282,7 @@ def test_engines_build_and_match_pytorch_on_the_gpu(small_sam, tmp_path):
     from build_engines.gpu_repository import write_gpu_repository
 
     out = write_gpu_repository(small_sam, tmp_path / "repo", EngineLimits(2, 16, 8))
-    assert (out / "sam_encoder" / "1" / "model.plan").stat().st_size > 0
+    assert (out / ENCODER_CORE / "1" / "model.plan").stat().st_size > 0
     assert (out / DECODER_CORE / "1" / "model.plan").stat().st_size > 0
     again = write_gpu_repository(small_sam, tmp_path / "repo", EngineLimits(2, 16, 8))  # reuses the plans
-    assert (again / "sam_encoder" / "1" / "model.plan").is_file()
+    assert (again / ENCODER_CORE / "1" / "model.plan").is_file()

@@ -14,6 +14,8 @@ from samserve.contract import (
     EMBEDDINGS,
     ENCODER,
     ENCODER_INPUT,
+    MODEL_ID,
+    model_mismatch,
 )
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import SamServeError
@@ -23,23 +25,41 @@ from samserve.triton.model_config import model_info
 from samserve.triton.responses import error_response, tensors_response
 
 
-def _encode(images):
-    return bls(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS])[0]
+def _encoder(model_id: str):
+    def encode(images):
+        emb, made_by = bls(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS, MODEL_ID])
+        refused = model_mismatch(made_by.reshape(-1)[0].decode(), model_id)  # sam_encoder reloaded apart
+        if refused:
+            raise ValueError(refused)
+        return emb
+
+    return encode
 
 
-def _decode(embedding, point_coords, point_labels):
-    b, low = len(point_coords), 4 * embedding.shape[-1]
-    no_mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
-    inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *no_mask), strict=True))
-    masks, iou = bls(DECODER, inputs, list(DECODER_OUTPUTS))
-    return masks[0], iou[0]
+def _decoder(model_id: str):
+    made_by = np.array([[model_id.encode()]], dtype=np.object_)
+
+    def decode(embedding, point_coords, point_labels):
+        b, low = len(point_coords), 4 * embedding.shape[-1]
+        no_mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
+        inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *no_mask), strict=True))
+        masks, iou = bls(DECODER, {**inputs, MODEL_ID: made_by}, list(DECODER_OUTPUTS))
+        return masks[0], iou[0]
+
+    return decode
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.generator = AutomaticMaskGenerator(model_info(args), _encode, _decode)
+        info = model_info(args)
+        self.model_id = info.model_id
+        self.generator = AutomaticMaskGenerator(info, _encoder(info.model_id), _decoder(info.model_id))
 
     def _generate(self, request):
+        made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID).as_numpy().reshape(-1)[0]
+        refused = model_mismatch(made_by.decode() if isinstance(made_by, bytes) else str(made_by), self.model_id)
+        if refused:
+            raise ValueError(refused)
         emb = pb_utils.get_input_tensor_by_name(request, EMBEDDINGS).as_numpy()
         image_t = pb_utils.get_input_tensor_by_name(request, AMG_IMAGE)
         size = pb_utils.get_input_tensor_by_name(request, AMG_ORIGINAL_SIZE).as_numpy().reshape(-1)

@@ -1,11 +1,20 @@
 """sam_decoder: prompts of all batched requests merged by point count, then run by ONNX Runtime
 (CPU target) or, when the `core_model` parameter names one (GPU target), by that model (the
-TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts."""
+TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts. A request whose
+embedding another model made (its model_id input) is refused."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import CORE_MODEL, DECODER_INPUTS, DECODER_OUTPUTS, MAX_PROMPTS_PER_RUN, ModelInfo
+from samserve.contract import (
+    CORE_MODEL,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    MAX_PROMPTS_PER_RUN,
+    MODEL_ID,
+    ModelInfo,
+    model_mismatch,
+)
 from samserve.triton.batching import DecoderRequest, run_decoder_batched
 from samserve.triton.bls import bls
 from samserve.triton.model_config import parse
@@ -13,7 +22,11 @@ from samserve.triton.onnx_session import onnx_session
 from samserve.triton.responses import batched_responses, tensors_response
 
 
-def _parse(request, emb_size):
+def _parse(request, emb_size, model_id):
+    made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID).as_numpy().reshape(-1)[0]
+    refused = model_mismatch(made_by.decode() if isinstance(made_by, bytes) else str(made_by), model_id)
+    if refused:
+        raise ValueError(refused)
     t = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DECODER_INPUTS}
     if any(v.shape[0] != 1 for v in t.values()):
         raise ValueError("every input must have batch size 1 (one image per request)")
@@ -46,7 +59,8 @@ def _response(out):
 class TritonPythonModel:
     def initialize(self, args):
         _, params = parse(args)
-        self.emb_size = ModelInfo.from_parameters(params).embedding_size
+        info = ModelInfo.from_parameters(params)
+        self.emb_size, self.model_id = info.embedding_size, info.model_id
         self.max_prompts = int(params.get(MAX_PROMPTS_PER_RUN, "64"))
         self.core_model = params.get(CORE_MODEL, "")
         self.session = None if self.core_model else onnx_session(args, params)
@@ -62,7 +76,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return batched_responses(
             requests,
-            lambda request: _parse(request, self.emb_size),
+            lambda request: _parse(request, self.emb_size, self.model_id),
             lambda parsed: run_decoder_batched(
                 parsed, self._run, self.max_prompts, np.float16 if self.core_model else np.float32
             ),

@@ -1,10 +1,13 @@
-"""sam_encoder (CPU): ONNX Runtime over the requests of one execution, batched."""
+"""sam_encoder: the requests of one execution batched through ONNX Runtime (CPU target) or, when
+the `core_model` parameter names one (GPU target), through that model (the TensorRT plan
+sam_encoder_trt) over BLS. Every embedding is returned with this model's id."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import EMBEDDINGS, ENCODER_INPUT, ModelInfo
+from samserve.contract import CORE_MODEL, EMBEDDINGS, ENCODER_INPUT, MODEL_ID, ModelInfo
 from samserve.triton.batching import run_concatenated
+from samserve.triton.bls import bls
 from samserve.triton.model_config import parse
 from samserve.triton.onnx_session import onnx_session
 from samserve.triton.responses import batched_responses, tensors_response
@@ -13,10 +16,12 @@ from samserve.triton.responses import batched_responses, tensors_response
 class TritonPythonModel:
     def initialize(self, args):
         config, params = parse(args)
-        s = ModelInfo.from_parameters(params).img_size
-        self.expected = (3, s, s)
+        info = ModelInfo.from_parameters(params)
+        self.expected = (3, info.img_size, info.img_size)
+        self.model_id = info.model_id.encode()
         self.max_batch = int(config["max_batch_size"])
-        self.session = onnx_session(args, params)
+        self.core_model = params.get(CORE_MODEL, "")
+        self.session = None if self.core_model else onnx_session(args, params)
 
     def _parse(self, request):
         x = pb_utils.get_input_tensor_by_name(request, ENCODER_INPUT).as_numpy()
@@ -25,13 +30,19 @@ class TritonPythonModel:
         return x
 
     def _run(self, batch):
+        if self.core_model:
+            return bls(self.core_model, {ENCODER_INPUT: batch}, [EMBEDDINGS])[0].astype(np.float16)
         return self.session.run([EMBEDDINGS], {ENCODER_INPUT: batch})[0].astype(np.float16)
+
+    def _response(self, emb):
+        ids = np.full((len(emb), 1), self.model_id, dtype=np.object_)
+        return tensors_response({EMBEDDINGS: emb, MODEL_ID: ids})
 
     def execute(self, requests):
         return batched_responses(
             requests,
             self._parse,
             lambda images: run_concatenated(images, self._run, self.max_batch),
-            lambda emb: tensors_response({EMBEDDINGS: emb}),
+            self._response,
             "encoder",
         )

@@ -169,9 +169,12 @@ def start_triton(
     http_port: int | None = None,
     metrics_port: int | None = None,
     timeout: float = 120.0,
+    explicit_model_control: bool = False,
 ) -> TritonServer:
     """Starts the wheel's tritonserver on loopback. Python-backend models run in this
-    interpreter's environment: its bin/ goes first on PATH (ENVIRONMENT.md)."""
+    interpreter's environment: its bin/ goes first on PATH (ENVIRONMENT.md).
+    `explicit_model_control`: every model loaded at start, and (re)loadable through the API
+    (a model swapped in place, as a rolling update does, without a not-ready gap)."""
     root = pytriton_dir()
     backends = python_backend_dir(cache)
     grpc_port, http_port, metrics_port = (
@@ -197,6 +200,7 @@ def start_triton(
         "--allow-gpu-metrics=false",
         "--exit-timeout-secs=5",
         "--log-verbose=0",
+        *(["--model-control-mode=explicit", "--load-model=*"] if explicit_model_control else []),
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:

@@ -20,7 +20,7 @@ import numpy as np
 
 from samserve.contract import ModelInfo, cache_key, lock_key
 from samserve.core.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
-from samserve.core.errors import DeadlineExceeded, InvalidInput, NotFound
+from samserve.core.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
 from samserve.core.image import decode_image, image_sha256
 from samserve.core.preprocess import PREPROCESS_VERSION, check_resizable, preprocess
 from samserve.gateway.backends.redis_cache import RedisCache
@@ -32,6 +32,15 @@ from samserve.gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 RunOnCpu = Callable[..., Awaitable]
+
+
+class ModelChanged(BackendUnavailable):
+    """The encoder is another model than the gateway believed it served (Triton's model was
+    swapped without a restart): its embedding was not stored. The engine re-reads the model."""
+
+    def __init__(self, made_by: str, believed: str) -> None:
+        super().__init__(f"the served model changed from {believed} to {made_by}; retry")
+        self.made_by, self.believed = made_by, believed
 
 
 @dataclass
@@ -95,9 +104,11 @@ class EmbeddingStore:
     ) -> ImageEmbedding:
         x, input_size = await self._cpu(preprocess, rgb, model.img_size, model.pixel_mean, model.pixel_std)
         started = time.perf_counter()
-        emb = await self.triton.encode(x, deadline.remaining("running the encoder"))
+        emb, made_by = await self.triton.encode(x, deadline.remaining("running the encoder"))
         self.metrics.backend_latency.labels("sam_encoder").observe(time.perf_counter() - started)
         self.metrics.encoder_runs.inc()
+        if made_by != model.model_id:  # stored under the key of the model that made it, or not at all
+            raise ModelChanged(made_by, model.model_id)
         entry = ImageEmbedding(np.ascontiguousarray(emb, dtype=np.float16), original_size, input_size, model.model_id)
         if self.cache is not None:
             await self.cache.set(key, encode_entry(entry), self.settings.cache_ttl_s)

@@ -18,7 +18,7 @@ from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
-from samserve.core.errors import InvalidInput, Overloaded
+from samserve.core.errors import BackendError, BackendUnavailable, InvalidInput, NotFound, Overloaded, SamServeError
 from samserve.core.image import decode_image
 from samserve.core.mask_formats import MaskFormat, encode_mask, payload_bytes
 from samserve.core.postprocess import postprocess_masks, select_masks
@@ -26,7 +26,7 @@ from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.deadline import Deadline
-from samserve.gateway.embedding_store import EmbeddingStore
+from samserve.gateway.embedding_store import EmbeddingStore, ModelChanged
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 
@@ -115,8 +115,14 @@ class SamEngine:
     async def embedding(
         self, data: bytes, deadline: Deadline, validate: Callable | None = None
     ) -> tuple[str, ImageEmbedding, bool]:
-        """(image_id, embedding, cached): see EmbeddingStore.embedding."""
-        return await self.embeddings.embedding(data, await self.model(), deadline, validate)
+        """(image_id, embedding, cached): see EmbeddingStore.embedding. When the encoder says
+        another model made the embedding (Triton's model was swapped), nothing was stored: the
+        model facts are re-read and the image is embedded again, under the new model's key."""
+        try:
+            return await self.embeddings.embedding(data, await self.model(), deadline, validate)
+        except ModelChanged as exc:
+            log.warning("the encoder is model %s, not %s: re-reading the served model", exc.made_by, exc.believed)
+            return await self.embeddings.embedding(data, await self.model(refresh=True), deadline, validate)
 
     async def embedding_by_id(self, image_id: str) -> ImageEmbedding:
         return await self.embeddings.by_id(image_id, await self.model())
@@ -145,25 +151,54 @@ class SamEngine:
         deadline: Deadline,
     ) -> SegmentResult:
         deadline.remaining("starting")
-        model = await self.model()
         s = self.settings
 
         def validate(size: tuple[int, int]) -> None:
+            model = self._model
+            assert model is not None
             validate_prompts(prompts, size, model.low_res_size, s.max_prompts_per_request, s.max_points_per_prompt)
             self._check_output(len(prompts), multimask_output, size, fmt, return_logits, model)
 
+        await self.model()
         if not prompts:
             validate((1, 1))  # the empty-list error, before any work
-        if image is not None:
-            image_id, entry, cached = await self.embedding(image, deadline, validate)
-        elif image_id:
-            entry, cached = await self.embedding_by_id(image_id), True
-        else:
+        if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
-        validate(entry.original_size)
-        selected = await self._decode(prompts, entry, model, multimask_output, deadline)
+        for attempt in (1, 2):
+            if image is not None:
+                image_id, entry, cached = await self.embedding(image, deadline, validate)
+            else:
+                entry, cached = await self.embedding_by_id(image_id), True
+            model = await self.model()
+            validate(entry.original_size)
+            try:
+                selected = await self._decode(prompts, entry, model, multimask_output, deadline)
+                break
+            except (BackendError, BackendUnavailable):
+                if attempt == 2 or not await self._served_model_changed(entry.model_id):
+                    raise
+                if image is None:
+                    raise NotFound(
+                        f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
+                        f"longer serves ({self._model.model_id if self._model else '?'}); send the image bytes"
+                    ) from None
         outputs = await self._finish(selected, entry, model, 3 if multimask_output else 1, fmt, return_logits)
         return SegmentResult(image_id, entry.original_size, cached, outputs)
+
+    async def _served_model_changed(self, made_by: str) -> bool:
+        """After a decoder or AMG failure: True (and the model facts refreshed) when Triton now
+        serves another model than the one that made the embedding (the decoder refused it)."""
+        try:
+            served = await self.triton.model_info()
+        except SamServeError:
+            return False
+        if served.model_id == made_by:
+            return False
+        log.warning(
+            "Triton now serves model %s (was %s): embeddings of the old one are not used", served.model_id, made_by
+        )
+        self._model = served
+        return True
 
     def _check_output(
         self, n_prompts: int, multimask: bool, size: tuple[int, int], fmt: MaskFormat, logits: bool, model: ModelInfo
@@ -198,6 +233,7 @@ class SamEngine:
             *(
                 self.triton.decode(
                     entry.embedding,
+                    entry.model_id,
                     b.point_coords,
                     b.point_labels,
                     b.mask_input,
@@ -262,20 +298,32 @@ class SamEngine:
         opts.validate()
         s = self.settings
         opts.check_budget(s.amg_max_points)
-        model = await self.model()
+        info = await self.model()
 
         def validate(size: tuple[int, int]) -> None:
+            model = self._model or info
             opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
 
-        image_id, entry, cached = await self.embedding(image, deadline, validate)
-        validate(entry.original_size)  # a cached image was not decoded
         rgb = None
         if opts.crop_n_layers > 0:  # crops are embedded from the pixels
             rgb = await self._cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
-        started = time.perf_counter()
-        arrays = await self.triton.generate_masks(
-            entry.embedding, rgb, entry.original_size, opts.to_json(), deadline.remaining("generating masks")
-        )
+        for attempt in (1, 2):
+            image_id, entry, cached = await self.embedding(image, deadline, validate)
+            validate(entry.original_size)  # a cached image was not decoded
+            started = time.perf_counter()
+            try:
+                arrays = await self.triton.generate_masks(
+                    entry.embedding,
+                    entry.model_id,
+                    rgb,
+                    entry.original_size,
+                    opts.to_json(),
+                    deadline.remaining("generating masks"),
+                )
+                break
+            except (BackendError, BackendUnavailable):
+                if attempt == 2 or not await self._served_model_changed(entry.model_id):
+                    raise
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
         return GenerateResult(image_id, entry.original_size, cached, records)

@@ -21,6 +21,8 @@ from samserve.contract import (
     EMBEDDINGS,
     ENCODER,
     ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    MODEL_ID,
     ModelInfo,
     config_parameters,
 )
@@ -54,6 +56,15 @@ def _translate(exc: InferenceServerException, what: str) -> SamServeError:
     if status == "RESOURCE_EXHAUSTED":
         return Overloaded(f"Triton is over capacity for {what}; retry with backoff")
     return BackendError(f"internal error while Triton ran {what}")
+
+
+def _id_tensor(model_id: str) -> np.ndarray:
+    return np.array([[model_id.encode()]], dtype=np.object_)
+
+
+def _text(tensor: np.ndarray) -> str:
+    value = tensor.reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TritonBackend:
@@ -118,34 +129,33 @@ class TritonBackend:
             raise _translate(exc, model) from None
         return [result.as_numpy(o) for o in outputs]
 
-    async def encode(self, images: np.ndarray, deadline_s: float | None = None) -> np.ndarray:
-        """(1, 3, S, S) float32 -> (1, 256, S/16, S/16) float16."""
-        (emb,) = await self._infer(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS], deadline_s)
-        return emb
+    async def encode(self, images: np.ndarray, deadline_s: float | None = None) -> tuple[np.ndarray, str]:
+        """(1, 3, S, S) float32 -> ((1, 256, S/16, S/16) float16, the id of the model that made it)."""
+        emb, made_by = await self._infer(ENCODER, {ENCODER_INPUT: images}, list(ENCODER_OUTPUTS), deadline_s)
+        return emb, _text(made_by)
 
     async def decode(
         self,
         image_embeddings: np.ndarray,
+        model_id: str,
         point_coords: np.ndarray,
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
         deadline_s: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One image's embedding (1, 256, e, e) float16 and B prompts -> ((B, 4, L, L), (B, 4))."""
+        """One image's embedding (1, 256, e, e) float16, made by `model_id` (the decoder refuses
+        another model's), and B prompts -> ((B, 4, L, L), (B, 4))."""
         per_prompt = (point_coords, point_labels, mask_input, has_mask_input)  # + the request's batch dim
         inputs = dict(zip(DECODER_INPUTS, (image_embeddings, *(x[None] for x in per_prompt)), strict=True))
-        masks, iou = await self._infer(
-            DECODER,
-            inputs,
-            list(DECODER_OUTPUTS),
-            deadline_s,
-        )
+        inputs[MODEL_ID] = _id_tensor(model_id)
+        masks, iou = await self._infer(DECODER, inputs, list(DECODER_OUTPUTS), deadline_s)
         return masks[0], iou[0]
 
     async def generate_masks(
         self,
         image_embeddings: np.ndarray,
+        model_id: str,
         image: np.ndarray | None,
         original_size: tuple[int, int],
         options_json: str,
@@ -156,6 +166,7 @@ class TritonBackend:
             EMBEDDINGS: image_embeddings,
             AMG_ORIGINAL_SIZE: np.array([original_size], dtype=np.int64),
             AMG_OPTIONS: np.array([[options_json.encode()]], dtype=np.object_),
+            MODEL_ID: _id_tensor(model_id),
         }
         if image is not None:
             inputs[AMG_IMAGE] = image[None]
