@@ -152,3 +152,26 @@ def test_a_generate_masks_past_its_deadline_stops_within_one_batch(stub, triton_
     assert triton_stats.inferences("sam_decoder") - settled <= 1, "the cancelled AMG kept calling the decoder"
     small = pb.GenerateMasksRequest(image=png_image(64, 64, fresh_seed + 1), options=pb.AmgOptions(points_per_side=2))
     stub.GenerateMasks(small, timeout=30)  # the model instance is free again
+
+
+def test_a_generate_masks_answer_over_the_response_limit_is_resource_exhausted(triton_server, redis_server, fresh_seed):
+    """An answer that cannot be sent is refused with its size, not counted OK and dropped."""
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.v1 import samserve_pb2_grpc as pb_grpc
+
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, max_response_bytes=1 << 20))
+    try:
+        with grpc.insecure_channel(gw.target) as ch:
+            request = pb.GenerateMasksRequest(
+                image=png_image(300, 400, fresh_seed),
+                options=pb.AmgOptions(points_per_side=8, pred_iou_thresh=0, stability_score_thresh=0, box_nms_thresh=1),
+                output_format=pb.MASK_FORMAT_PACKED_BITS,  # 15 kB a mask
+            )
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.SegmentAnythingStub(ch).GenerateMasks(request, timeout=120)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+        assert "over the response limit of 1048576 bytes" in err.value.details()
+        labels = {"method": "GenerateMasks", "code": "RESOURCE_EXHAUSTED"}
+        assert gw.metric("samserve_requests_total", labels) == 1
+    finally:
+        gw.stop()

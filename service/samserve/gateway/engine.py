@@ -326,6 +326,12 @@ class SamEngine:
                     raise
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
+        size = sum(payload_bytes(r.segmentation, fmt) + 64 for r in records)
+        if size > s.max_response_bytes:
+            raise Overloaded(
+                f"output: {len(records)} masks encode to {size} bytes, over the response limit of "
+                f"{s.max_response_bytes} bytes; raise pred_iou_thresh or stability_score_thresh, or ask for COCO RLE"
+            )
         return GenerateResult(image_id, entry.original_size, cached, records)
 
     async def ready(self) -> bool:
