@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 from build_engines.models import build_small_sam, load_checkpoint
-from build_engines.repository import write_cpu_repository
+from build_engines.repository import is_current, write_cpu_repository
 from build_engines.tensorrt_engines import DEFAULT_FP32_LAYER_TYPES, EngineLimits
-from samserve.contract import MODEL_TYPES
+from samserve.contract import MODEL_TYPES, REPOSITORY_LAYOUT
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small-img-size", type=int, default=256, help="input size S of the small demo model")
     p.add_argument("--seed", type=int, default=0, help="weights seed of the small demo model")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |ONNX - PyTorch| accepted")
+    p.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="build only when --out holds no finished repository of this version's layout (deployments)",
+    )
     gpu = p.add_argument_group("gpu target")
     gpu.add_argument("--encoder-max-batch", type=int, default=EngineLimits.encoder_max_batch)
     gpu.add_argument("--decoder-max-prompts", type=int, default=EngineLimits.decoder_max_prompts)
@@ -36,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.if_stale and is_current(args.out):
+        logging.getLogger("build_engines").info("%s is current (layout %d): not rebuilt", args.out, REPOSITORY_LAYOUT)
+        return
     if args.checkpoint:
         loaded = load_checkpoint(args.checkpoint, args.model_type)
     else:

@@ -44,6 +44,7 @@ from samserve.contract import (
     ENCODER,
     ENCODER_CORE,
     MAX_PROMPTS_PER_RUN,
+    REPOSITORY_LAYOUT,
     served_model_id,
 )
 
@@ -249,6 +250,7 @@ def write_gpu_repository(
         }
     accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE])
     info = {
+        "repository_layout": REPOSITORY_LAYOUT,
         "target": "gpu",
         **model_parameters(loaded, "gpu"),
         "limits": asdict(limits),

@@ -18,7 +18,16 @@ import numpy as np
 from build_engines.export_onnx import export_decoder, export_encoder
 from build_engines.models import LoadedSam
 from build_engines.verify import verify
-from samserve.contract import AMG, AMG_GENERATE, DECODER, ENCODER, INTRA_OP_THREADS, ModelInfo, served_model_id
+from samserve.contract import (
+    AMG,
+    AMG_GENERATE,
+    DECODER,
+    ENCODER,
+    INTRA_OP_THREADS,
+    REPOSITORY_LAYOUT,
+    ModelInfo,
+    served_model_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,22 @@ def parameters_block(params: dict[str, str]) -> str:
     return "\n# written by build_engines\n" + "\n".join(lines) + "\n"
 
 
+def built_layout(out: Path) -> int | None:
+    """The repository layout `out` was built with (None: no finished build there)."""
+    try:
+        return int(json.loads((out / BUILD_INFO).read_text()).get("repository_layout", 1))
+    except (OSError, ValueError):
+        return None
+
+
+def is_current(out: Path) -> bool:
+    """A finished repository of this version's layout (any target) is at `out`."""
+    return built_layout(out) == REPOSITORY_LAYOUT
+
+
 def is_complete(out: Path) -> bool:
-    return (out / BUILD_INFO).is_file() and all((out / m / "1" / "model.onnx").is_file() for m in ONNX_MODELS)
+    """A finished CPU repository of this layout is at `out`."""
+    return is_current(out) and all((out / m / "1" / "model.onnx").is_file() for m in ONNX_MODELS)
 
 
 def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:
@@ -71,6 +94,7 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
     decoder = export_decoder(loaded.sam, tmp / DECODER / "1" / "model.onnx")
     report = verify(loaded.sam, encoder, decoder, tolerance)
     info = {
+        "repository_layout": REPOSITORY_LAYOUT,
         "target": "cpu",
         **params,
         "random_weights": loaded.random_weights,

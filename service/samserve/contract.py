@@ -36,6 +36,10 @@ AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point
 
 ModelType = Literal["vit_b", "vit_l", "vit_h", "small"]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+# Bumped whenever a repository's models change what they take or return (2: the encoder returns
+# model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt): a
+# repository built for another layout is rebuilt, never served to a gateway that expects this one.
+REPOSITORY_LAYOUT = 2
 
 # -- model-config parameters ---------------------------------------------------------------
 REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")

@@ -59,3 +59,21 @@ def test_checkpoint_loads_through_the_reference_registry(tmp_path):
     assert loaded.img_size == 1024 and loaded.model_id.startswith("vit_b-") and not loaded.random_weights
     with pytest.raises(ValueError, match="model_type"):
         load_checkpoint(path, "vit_x")
+
+
+def test_a_repository_of_another_layout_is_stale_and_the_current_one_is_kept(model_repository, tmp_path):
+    """A deployment upgraded to this version must not serve a repository built for the last
+    one (whose models neither return nor check model ids): --if-stale rebuilds only those."""
+    from build_engines.__main__ import main
+    from build_engines.repository import BUILD_INFO, is_current
+    from samserve.contract import REPOSITORY_LAYOUT
+
+    assert json.loads((model_repository / BUILD_INFO).read_text())["repository_layout"] == REPOSITORY_LAYOUT
+    assert is_current(model_repository)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / BUILD_INFO).write_text(json.dumps({"target": "gpu", "model_id": "vit_b-0123"}))  # layout 1: no field
+    assert not is_current(old) and not is_current(tmp_path / "missing")
+    before = {p: p.stat().st_mtime_ns for p in model_repository.rglob("*") if p.is_file()}
+    main(["--out", str(model_repository), "--if-stale"])  # current: returns without building
+    assert {p: p.stat().st_mtime_ns for p in model_repository.rglob("*") if p.is_file()} == before

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from samserve.contract import ModelInfo
-from samserve.core.errors import BackendUnavailable, InvalidInput
+from samserve.core.errors import BackendUnavailable, DeadlineExceeded, InvalidInput
 from samserve.devtools.sample_images import png_image
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.deadline import Deadline
@@ -22,7 +22,8 @@ MODEL = ModelInfo("test-model", "small", 64, np.zeros(3, np.float32), np.ones(3,
 
 
 class SlowEncoder:
-    """Triton's encode, taking `seconds`; counts its runs."""
+    """Triton's encode, taking `seconds` (or failing as Triton does when the call's deadline
+    comes first); counts its runs."""
 
     def __init__(self, seconds: float, fail: Exception | None = None) -> None:
         self.seconds, self.fail, self.runs = seconds, fail, 0
@@ -30,14 +31,22 @@ class SlowEncoder:
 
     async def encode(self, images, deadline_s=None):
         self.runs += 1
+        if deadline_s is not None and deadline_s < self.seconds:
+            await asyncio.sleep(deadline_s)
+            raise DeadlineExceeded("deadline exceeded while Triton ran sam_encoder")
         await asyncio.sleep(self.seconds)
         if self.fail is not None:
             raise self.fail
         return np.zeros((1, 256, 4, 4), np.float16), self.model_id
 
 
+DECODES = []
+
+
 async def on_cpu(fn, *args):
     await asyncio.sleep(0.05)  # decoding takes a while: concurrent requests arrive meanwhile
+    if fn.__name__ == "decode_image":
+        DECODES.append(1)
     return fn(*args)
 
 
@@ -55,7 +64,7 @@ def prompt_check(x_max: float):
     return validate
 
 
-def test_a_bad_prompt_fails_only_its_own_request(redis_server):
+def test_a_bad_prompt_fails_only_its_own_request():
     encoder = SlowEncoder(0.2)
     s = store(None, encoder)
     data = png_image(150, 200, 1)
@@ -141,3 +150,58 @@ def test_the_cross_replica_lock_outlives_its_ttl_while_the_encoder_runs(redis_se
     (_, _, a_cached), (_, _, b_cached) = asyncio.run(run())
     assert encoder.runs == 1
     assert not a_cached and b_cached
+
+
+def test_a_short_deadline_fails_only_its_own_request():
+    """The run's starter has 0.2 s, its encoder run takes 0.5 s: the starter gets its deadline;
+    the request that joined it, with time of its own, starts another run and is served."""
+    encoder = SlowEncoder(0.5)
+    s = store(None, encoder)
+    data = png_image(70, 80, 6)
+
+    async def run():
+        short = asyncio.create_task(s.embedding(data, MODEL, Deadline(0.25)))
+        await asyncio.sleep(0.01)
+        long = asyncio.create_task(s.embedding(data, MODEL, Deadline(10)))
+        return await asyncio.gather(short, long, return_exceptions=True)
+
+    short, long = asyncio.run(run())
+    assert isinstance(short, DeadlineExceeded)
+    assert not isinstance(long, BaseException), long
+    assert encoder.runs == 2 and not s._flights
+
+
+def test_a_request_whose_own_encoder_run_times_out_is_not_run_again():
+    """Triton's own timeout (no client deadline) ends the request: no run after run."""
+    encoder = SlowEncoder(0.2, fail=DeadlineExceeded("deadline exceeded while Triton ran sam_encoder"))
+    s = store(None, encoder)
+
+    async def run():
+        return await asyncio.gather(s.embedding(png_image(50, 60, 7), MODEL, Deadline(None)), return_exceptions=True)
+
+    (result,) = asyncio.run(run())
+    assert isinstance(result, DeadlineExceeded) and encoder.runs == 1
+
+
+def test_flights_end_when_their_requests_leave():
+    """Requests that time out or are cancelled leave no flight (nor its decoded image) behind,
+    and a decode nobody waits for any more is cancelled, not queued up."""
+    encoder = SlowEncoder(0.3)
+    s = store(None, encoder)
+    data = png_image(90, 90, 8)
+
+    async def run():
+        DECODES.clear()
+        for _ in range(5):  # cancelled while the image is hashed or decoded
+            task = asyncio.create_task(s.embedding(data, MODEL, Deadline(10)))
+            await asyncio.sleep(0.07)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        timed_out = await asyncio.gather(s.embedding(data, MODEL, Deadline(0.2)), return_exceptions=True)
+        await asyncio.sleep(0.5)  # the encoder run it started ends, with nobody waiting
+        return timed_out
+
+    (timed_out,) = asyncio.run(run())
+    assert isinstance(timed_out, DeadlineExceeded)
+    assert not s._flights
+    assert len(DECODES) <= 6

@@ -42,9 +42,10 @@ def test_invalid_settings_fail_at_start(field, value):
         ("redis://:pa55word@cache:6379/0", "redis://***@cache:6379/0"),
         ("rediss://admin:pa55word@[::1]:6380/2", "rediss://***@[::1]:6380/2"),
         ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("redis://cache:6379/0?password=pa55word&db=1", "redis://cache:6379/0?password=***&db=1"),
         (None, None),
     ],
-    ids=["password", "user_and_password_ipv6", "no_credentials", "unset"],
+    ids=["password", "user_and_password_ipv6", "no_credentials", "query_password", "unset"],
 )
 def test_redact_url_hides_credentials(url, shown):
     assert redact_url(url) == shown

@@ -15,22 +15,19 @@ from samserve.contract import (
     ENCODER,
     ENCODER_INPUT,
     MODEL_ID,
-    model_mismatch,
 )
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import SamServeError
 from samserve.triton.amg_generator import AutomaticMaskGenerator, Cancelled
 from samserve.triton.bls import bls
 from samserve.triton.model_config import model_info
-from samserve.triton.responses import error_response, tensors_response
+from samserve.triton.responses import ModelMismatch, error_response, refuse_other_models, tensors_response
 
 
 def _encoder(model_id: str):
     def encode(images):
         emb, made_by = bls(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS, MODEL_ID])
-        refused = model_mismatch(made_by.reshape(-1)[0].decode(), model_id)  # sam_encoder reloaded apart
-        if refused:
-            raise ValueError(refused)
+        refuse_other_models(made_by, model_id)  # sam_encoder reloaded apart from this model
         return emb
 
     return encode
@@ -56,10 +53,8 @@ class TritonPythonModel:
         self.generator = AutomaticMaskGenerator(info, _encoder(info.model_id), _decoder(info.model_id))
 
     def _generate(self, request):
-        made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID).as_numpy().reshape(-1)[0]
-        refused = model_mismatch(made_by.decode() if isinstance(made_by, bytes) else str(made_by), self.model_id)
-        if refused:
-            raise ValueError(refused)
+        made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID)
+        refuse_other_models(None if made_by is None else made_by.as_numpy(), self.model_id)
         emb = pb_utils.get_input_tensor_by_name(request, EMBEDDINGS).as_numpy()
         image_t = pb_utils.get_input_tensor_by_name(request, AMG_IMAGE)
         size = pb_utils.get_input_tensor_by_name(request, AMG_ORIGINAL_SIZE).as_numpy().reshape(-1)
@@ -91,7 +86,9 @@ class TritonPythonModel:
             try:
                 responses.append(self._generate(request))
             except Cancelled as exc:
-                responses.append(error_response(str(exc), cancelled=True))
+                responses.append(error_response(str(exc), "CANCELLED"))
+            except ModelMismatch as exc:
+                responses.append(error_response(str(exc), "UNAVAILABLE"))
             except (SamServeError, ValueError, RuntimeError) as exc:
                 responses.append(error_response(str(exc)))
         return responses

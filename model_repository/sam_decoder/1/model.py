@@ -13,20 +13,17 @@ from samserve.contract import (
     MAX_PROMPTS_PER_RUN,
     MODEL_ID,
     ModelInfo,
-    model_mismatch,
 )
 from samserve.triton.batching import DecoderRequest, run_decoder_batched
 from samserve.triton.bls import bls
 from samserve.triton.model_config import parse
 from samserve.triton.onnx_session import onnx_session
-from samserve.triton.responses import batched_responses, tensors_response
+from samserve.triton.responses import batched_responses, refuse_other_models, tensors_response
 
 
 def _parse(request, emb_size, model_id):
-    made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID).as_numpy().reshape(-1)[0]
-    refused = model_mismatch(made_by.decode() if isinstance(made_by, bytes) else str(made_by), model_id)
-    if refused:
-        raise ValueError(refused)
+    made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID)
+    refuse_other_models(None if made_by is None else made_by.as_numpy(), model_id)
     t = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DECODER_INPUTS}
     if any(v.shape[0] != 1 for v in t.values()):
         raise ValueError("every input must have batch size 1 (one image per request)")

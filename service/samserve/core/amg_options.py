@@ -94,6 +94,12 @@ class AmgOptions:
         boxes, layers = generate_crop_boxes(original_size, self.crop_n_layers, self.crop_overlap_ratio)
         pixels = 0
         for (x0, y0, x1, y1), layer in zip(boxes, layers, strict=True):
+            if x1 <= x0 or y1 <= y0:
+                h, w = original_size
+                raise InvalidInput(
+                    f"options: crop_n_layers = {self.crop_n_layers} is too many for a {w}x{h} image: its crops "
+                    "would be empty (lower crop_n_layers)"
+                )
             check_resizable(y1 - y0, x1 - x0, img_size, f"options: crop ({x0}, {y0}, {x1}, {y1}) of the image")
             pixels += 3 * self.points_per_layer(layer) * (y1 - y0) * (x1 - x0)
         if pixels > max_mask_pixels:

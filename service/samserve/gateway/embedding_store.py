@@ -14,7 +14,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -51,7 +52,17 @@ class _Flight:
     decoded: asyncio.Task
     encoded: asyncio.Task | None = None
     waiters: int = 0
-    done: bool = field(default=False)
+
+
+class _JoinedRunExpired(DeadlineExceeded):
+    """The encoder run this request joined ended on the deadline of the request that started it."""
+
+
+def _failed(task: asyncio.Task | None) -> bool:
+    return task is not None and task.done() and (task.cancelled() or task.exception() is not None)
+
+
+RETRIES_AFTER_A_JOINED_RUN_EXPIRED = 2
 
 
 async def _wait(task: asyncio.Task, deadline: Deadline, what: str):
@@ -163,20 +174,32 @@ class EmbeddingStore:
 
     def _flight(self, key: str, data: bytes, model: ModelInfo) -> _Flight:
         flight = self._flights.get(key)
-        failed = flight is not None and flight.encoded is not None and flight.encoded.done()
-        if flight is None or flight.done or failed:  # a finished run is never joined: its result is cached
+        if flight is None or _failed(flight.encoded):  # a failed run is never joined
             flight = _Flight(asyncio.create_task(self._decode(data, model)))
             flight.decoded.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even unread
             self._flights[key] = flight
         return flight
 
+    def _forget(self, key: str, flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
     def _leave(self, key: str, flight: _Flight) -> None:
+        """The last request to leave a flight ends it: a decode nobody waits for is cancelled; a
+        running encoder run goes on (it fills the cache) and forgets the flight when it ends."""
         flight.waiters -= 1
-        finished = flight.encoded.done() if flight.encoded is not None else flight.decoded.done()
-        if flight.waiters == 0 and (flight.encoded is None or finished):
-            flight.done = True
-            if self._flights.get(key) is flight:
-                del self._flights[key]
+        if flight.waiters > 0:
+            return
+        if flight.encoded is None:
+            flight.decoded.cancel()  # a no-op once it is done
+            self._forget(key, flight)
+        elif flight.encoded.done():
+            self._forget(key, flight)
+
+    def _encoder_run_ended(self, key: str, flight: _Flight, task: asyncio.Task) -> None:
+        task.cancelled() or task.exception()  # retrieved even without waiters
+        if flight.waiters == 0:
+            self._forget(key, flight)
 
     async def _fly(
         self, key: str, data: bytes, model: ModelInfo, deadline: Deadline, validate: Callable | None
@@ -190,8 +213,14 @@ class EmbeddingStore:
             started_here = flight.encoded is None
             if started_here:
                 flight.encoded = asyncio.create_task(self._lead(rgb, original_size, key, model, deadline))
-                flight.encoded.add_done_callback(lambda t: t.cancelled() or t.exception())
-            entry, by_other = await _wait(flight.encoded, deadline, "waiting for the encoder")
+                flight.encoded.add_done_callback(partial(self._encoder_run_ended, key, flight))
+            encoded = flight.encoded
+            try:
+                entry, by_other = await _wait(encoded, deadline, "waiting for the encoder")
+            except DeadlineExceeded:
+                if not started_here and _failed(encoded) and isinstance(encoded.exception(), DeadlineExceeded):
+                    raise _JoinedRunExpired("the shared encoder run ended on another request's deadline") from None
+                raise
             return entry, by_other or not started_here
         finally:
             self._leave(key, flight)
@@ -208,16 +237,19 @@ class EmbeddingStore:
             self.metrics.cache.labels("hit").inc()
             return image_id, entry, True
         self.metrics.cache.labels("miss").inc()
-        while True:
+        for retry in range(RETRIES_AFTER_A_JOINED_RUN_EXPIRED + 1):
             try:
                 entry, cached = await self._fly(key, data, model, deadline, validate)
                 return image_id, entry, cached
-            except DeadlineExceeded:
+            except _JoinedRunExpired:
                 # the run this request joined was bound by the deadline of the request that
                 # started it; with time of its own left, this request starts (or joins) another
+                if retry == RETRIES_AFTER_A_JOINED_RUN_EXPIRED:
+                    raise
                 deadline.remaining("running the encoder")
                 if (entry := await self._lookup(key, model)) is not None:
                     return image_id, entry, True
+        raise AssertionError("unreachable")
 
     async def by_id(self, image_id: str, model: ModelInfo) -> ImageEmbedding:
         if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):

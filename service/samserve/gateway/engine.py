@@ -16,7 +16,7 @@ import numpy as np
 
 from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
-from samserve.core.amg_records import MaskRecord, records_from_arrays
+from samserve.core.amg_records import RLE_COUNTS, MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
 from samserve.core.errors import BackendError, BackendUnavailable, InvalidInput, NotFound, Overloaded, SamServeError
 from samserve.core.image import decode_image
@@ -274,6 +274,7 @@ class SamEngine:
 
         encoded = await asyncio.gather(*(one(low, c) for low, _ in selected for c in range(n_masks)))
         size = sum(payload_bytes(m, fmt) for part in encoded for m in part)
+        size += sum(low.nbytes for low, _ in selected) if return_logits else 0
         if size > self.settings.max_response_bytes:
             raise Overloaded(
                 f"output: the masks encode to {size} bytes, over the response limit of "
@@ -325,14 +326,20 @@ class SamEngine:
                 if attempt == 2 or not await self._served_model_changed(entry.model_id):
                     raise
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
+        if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
+            h, w = entry.original_size
+            self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64))
         records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
-        size = sum(payload_bytes(r.segmentation, fmt) + 64 for r in records)
-        if size > s.max_response_bytes:
-            raise Overloaded(
-                f"output: {len(records)} masks encode to {size} bytes, over the response limit of "
-                f"{s.max_response_bytes} bytes; raise pred_iou_thresh or stability_score_thresh, or ask for COCO RLE"
-            )
+        self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records))
         return GenerateResult(image_id, entry.original_size, cached, records)
+
+    def _check_response(self, size: int) -> None:
+        if size > self.settings.max_response_bytes:
+            raise Overloaded(
+                f"output: the masks encode to {size} bytes, over the response limit of "
+                f"{self.settings.max_response_bytes} bytes; raise pred_iou_thresh or stability_score_thresh, "
+                "or ask for COCO RLE"
+            )
 
     async def ready(self) -> bool:
         """Triton's models are ready (the model info is re-read when they come back)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,17 +14,20 @@ from samserve.core.image import MAX_CONFIGURABLE_PIXELS
 
 
 def redact_url(url: str | None) -> str | None:
-    """The URL with any password (and user name) replaced by ***, for logs and messages."""
+    """The URL with any password (and user name) replaced by ***, in the authority and in the
+    query (redis-py also takes ?password=...), for logs and messages."""
     if not url:
         return url
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None or parts.username is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, "***" if k.lower() in ("password", "username", "user") else v) for k, v in query]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 class Settings(BaseSettings):

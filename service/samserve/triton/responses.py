@@ -7,12 +7,29 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from samserve.contract import model_mismatch
 
-def error_response(message: str, cancelled: bool = False):
+
+class ModelMismatch(ValueError):
+    """An embedding made by another model than this one (a model swapped under a gateway, or
+    pods of two versions behind one Service): refused as UNAVAILABLE, which callers retry."""
+
+
+def refuse_other_models(made_by: np.ndarray | None, model_id: str) -> None:
+    """Raises ModelMismatch unless the request's model_id input (when it has one) is this model's."""
+    if made_by is None:
+        return  # a caller of a version before model ids: nothing to check
+    value = made_by.reshape(-1)[0]
+    refused = model_mismatch(value.decode() if isinstance(value, bytes) else str(value), model_id)
+    if refused:
+        raise ModelMismatch(refused)
+
+
+def error_response(message: str, code: str = "INTERNAL"):
+    """code: a pb_utils.TritonError code name (INTERNAL, UNAVAILABLE, CANCELLED, ...)."""
     import triton_python_backend_utils as pb_utils
 
-    code = pb_utils.TritonError.CANCELLED if cancelled else pb_utils.TritonError.INTERNAL
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
 
 
 def tensors_response(outputs: dict[str, np.ndarray]):
@@ -37,6 +54,8 @@ def batched_responses(
         try:
             parsed.append(parse(request))
             valid.append(i)
+        except ModelMismatch as exc:
+            responses[i] = error_response(str(exc), "UNAVAILABLE")
         except ValueError as exc:
             responses[i] = error_response(str(exc))
     try:
