@@ -9,13 +9,15 @@ so that prompts of different images can share one batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
-from build_engines import torchvision_compat
+from build_engines import timm_compat, torchvision_compat
 from samserve import contract
 
 torchvision_compat.install()
+timm_compat.install()
 
 import torch  # noqa: E402
 from segment_anything.modeling import Sam  # noqa: E402
@@ -98,9 +100,40 @@ def decoder_example_inputs(sam: Sam, num_prompts: int = 2, num_points: int = 3) 
     )
 
 
+@contextlib.contextmanager
+def traceable_batch():
+    """MobileSAM's TinyViT PatchMerging takes the batch size as len(x), which tracing freezes
+    at the example's: for the export only, the same forward with x.shape[0] (verify_encoder
+    runs batch 2 against PyTorch)."""
+    from mobile_sam.modeling.tiny_vit_sam import PatchMerging
+
+    original = PatchMerging.forward
+
+    def forward(self, x):
+        if x.ndim == 3:
+            h, w = self.input_resolution
+            x = x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        x = self.act(self.conv1(x))
+        x = self.act(self.conv2(x))
+        return self.conv3(x).flatten(2).transpose(1, 2)
+
+    PatchMerging.forward = forward
+    try:
+        yield
+    finally:
+        PatchMerging.forward = original
+
+
 @torch.no_grad()
 def export_encoder(sam: Sam, path: Path) -> Path:
     s = sam.image_encoder.img_size
+    with traceable_batch():
+        _export_encoder(sam, path, s)
+    log.info("exported encoder to %s", path)
+    return path
+
+
+def _export_encoder(sam: Sam, path: Path, s: int) -> None:
     torch.onnx.export(
         sam.image_encoder,
         (torch.randn(1, 3, s, s),),
@@ -112,8 +145,6 @@ def export_encoder(sam: Sam, path: Path) -> Path:
         do_constant_folding=True,
         dynamo=False,
     )
-    log.info("exported encoder to %s", path)
-    return path
 
 
 @torch.no_grad()

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from build_engines import torchvision_compat
+from build_engines import timm_compat, torchvision_compat
 from samserve.contract import MODEL_TYPES, checkpoint_model_id
 from samserve.contract import model_id as make_model_id
 
 torchvision_compat.install()
+timm_compat.install()  # MobileSAM's TinyViT imports four timm symbols; timm needs torchvision
 
 import torch  # noqa: E402
+from mobile_sam import sam_model_registry as mobile_sam_registry  # noqa: E402
 from segment_anything import sam_model_registry  # noqa: E402
 from segment_anything.modeling import (  # noqa: E402
     ImageEncoderViT,
@@ -95,19 +97,45 @@ def load_small_state(path: str | Path) -> dict:
 
 
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
-    """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, or a "small"
-    checkpoint of SAM's architecture with a scaled-down encoder (its shape read off the weights)."""
+    """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, MobileSAM's
+    mobile_sam.pt (vit_t) through mobile_sam's, or a "small" checkpoint of SAM's architecture
+    with a scaled-down encoder (its shape read off the weights)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     model_id = checkpoint_model_id(model_type, path)
+    if model_type == "vit_t":  # mobile_sam.pt: a plain state_dict, loaded strictly
+        sam = mobile_sam_registry["vit_t"](None)
+        sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return LoadedSam(sam.eval(), "vit_t", model_id, random_weights=False)  # eval() again: TinyViT's biases
     if model_type == "small":
         sam = small_sam_from_state_dict(torch.load(path, map_location="cpu"))
         return LoadedSam(sam.eval(), "small", model_id, random_weights=False)
     sam = sam_model_registry[model_type](checkpoint=str(path)).eval()
     return LoadedSam(sam, model_type, model_id, random_weights=False)
+
+
+@torch.no_grad()
+def build_mobile_sam(seed: int = 0) -> LoadedSam:
+    """MobileSAM (vit_t) as mobile_sam's registry builds it, random weights drawn from `seed`.
+    TinyViT only takes 1024 px inputs. Its default initialisation zeroes the attention biases,
+    one BatchNorm weight in each MBConv block and the running statistics, which would hide code
+    paths from a comparison: those are drawn too. eval() last (it copies the attention biases)."""
+    torch.manual_seed(seed)
+    sam = mobile_sam_registry["vit_t"](None)
+    for name, t in sam.image_encoder.named_parameters():
+        if name.endswith("attention_biases"):
+            t.normal_(0.0, 0.5)
+    for m in sam.image_encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0.0, 0.1)
+            m.running_mean.normal_(0.0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    sam.eval()
+    return LoadedSam(sam, "vit_t", make_model_id("vit_t", state_dict_digest(sam)), random_weights=True)
 
 
 def build_small_sam(

@@ -23,6 +23,7 @@ from samserve.contract import (
     AMG_GENERATE,
     DECODER,
     ENCODER,
+    FAMILIES,
     INTRA_OP_THREADS,
     REPOSITORY_LAYOUT,
     ModelInfo,
@@ -46,6 +47,7 @@ def model_info(loaded: LoadedSam, target: str = "cpu") -> ModelInfo:
         pixel_mean=sam.pixel_mean.flatten().numpy().astype(np.float32),
         pixel_std=sam.pixel_std.flatten().numpy().astype(np.float32),
         mask_threshold=float(sam.mask_threshold),
+        family=FAMILIES[loaded.model_type],
     )
 
 

@@ -34,8 +34,13 @@ AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_optio
 AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
 
-ModelType = Literal["vit_b", "vit_l", "vit_h", "small"]
+ModelType = Literal["vit_b", "vit_l", "vit_h", "small", "vit_t"]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+# model type -> family: what preprocessing, embedding tensors and decoder inputs it has. MobileSAM
+# (vit_t: a TinyViT encoder distilled from SAM's, SAM's own prompt encoder and mask decoder) is
+# served through SAM's pipeline; the family is read from the served model, never guessed.
+FAMILIES = {"vit_b": "sam", "vit_l": "sam", "vit_h": "sam", "small": "sam", "vit_t": "mobile_sam"}
+SAM_PIPELINE_FAMILIES = ("sam", "mobile_sam")
 # Bumped whenever a repository's models change what they take or return (2: the encoder returns
 # model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt): a
 # repository built for another layout is rebuilt, never served to a gateway that expects this one.
@@ -66,6 +71,7 @@ class ModelInfo:
     pixel_mean: np.ndarray  # (3,) float32
     pixel_std: np.ndarray  # (3,) float32
     mask_threshold: float
+    family: str = "sam"
 
     @property
     def embedding_size(self) -> int:
@@ -84,6 +90,7 @@ class ModelInfo:
             "pixel_mean": json.dumps([float(v) for v in self.pixel_mean]),
             "pixel_std": json.dumps([float(v) for v in self.pixel_std]),
             "mask_threshold": repr(float(self.mask_threshold)),
+            "family": self.family,
         }
 
     @classmethod
@@ -99,6 +106,7 @@ class ModelInfo:
             pixel_mean=np.asarray(json.loads(params["pixel_mean"]), dtype=np.float32),
             pixel_std=np.asarray(json.loads(params["pixel_std"]), dtype=np.float32),
             mask_threshold=float(params.get("mask_threshold", "0.0")),
+            family=params.get("family", "sam"),
         )
 
 

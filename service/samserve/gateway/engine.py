@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from samserve.contract import ModelInfo
+from samserve.contract import SAM_PIPELINE_FAMILIES, ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import RLE_COUNTS, MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
@@ -100,11 +100,17 @@ class SamEngine:
     async def model(self, refresh: bool = False) -> ModelInfo:
         """The served model's facts, read from Triton once (and again after Triton returns)."""
         if self._model is None or refresh:
-            self._model = await self.triton.model_info()
+            served = await self.triton.model_info()
+            if served.family not in SAM_PIPELINE_FAMILIES:
+                raise BackendUnavailable(
+                    f"Triton serves a {served.family!r} model; this gateway serves {', '.join(SAM_PIPELINE_FAMILIES)}"
+                )
+            self._model = served
             log.info(
-                "serving model %s (%s, input size %d)",
+                "serving model %s (%s, family %s, input size %d)",
                 self._model.model_id,
                 self._model.model_type,
+                self._model.family,
                 self._model.img_size,
             )
         return self._model
