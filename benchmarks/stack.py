@@ -15,12 +15,17 @@ torchvision_compat.install()
 
 def load_model(name: str):
     """ "small": the test model (random weights, S=256); "vit_b" / "vit_l" / "vit_h": Meta's
-    architecture with random weights (seed 0), S=1024: realistic cost, meaningless masks."""
+    architecture with random weights (seed 0), S=1024: realistic cost, meaningless masks;
+    "vit_t": MobileSAM's, likewise."""
     from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
     from samserve.contract import model_id
 
     if name == "small":
         return build_small_sam()
+    if name == "vit_t":
+        from build_engines.models import build_mobile_sam
+
+        return build_mobile_sam()
     import torch
     from segment_anything import sam_model_registry
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -25,8 +26,10 @@ from samserve.contract import (
     ENCODER,
     FAMILIES,
     INTRA_OP_THREADS,
+    MODEL_NAME_PATTERN,
     REPOSITORY_LAYOUT,
     ModelInfo,
+    model_prefix,
     served_model_id,
 )
 
@@ -38,7 +41,9 @@ ONNX_MODELS = (ENCODER, DECODER)
 BUILD_INFO = "build_info.json"
 
 
-def model_info(loaded: LoadedSam, target: str = "cpu") -> ModelInfo:
+def model_info(loaded: LoadedSam, target: str = "cpu", name: str | None = None, default: bool = True) -> ModelInfo:
+    """`name`: the model's name in a repository of several (its Triton models under
+    "<name>__"); None for a repository of one model (bare names)."""
     sam = loaded.sam
     return ModelInfo(
         model_id=served_model_id(loaded.model_id, target),
@@ -48,13 +53,27 @@ def model_info(loaded: LoadedSam, target: str = "cpu") -> ModelInfo:
         pixel_std=sam.pixel_std.flatten().numpy().astype(np.float32),
         mask_threshold=float(sam.mask_threshold),
         family=FAMILIES[loaded.model_type],
+        name=name or "default",
+        prefix=model_prefix(name),
+        is_default=default,
     )
 
 
-def model_parameters(loaded: LoadedSam, target: str = "cpu", intra_op_threads: int = 0) -> dict[str, str]:
-    """The config parameters of every model in the repository: the ModelInfo contract (its
+def model_parameters(
+    loaded: LoadedSam, target: str = "cpu", intra_op_threads: int = 0, name: str | None = None, default: bool = True
+) -> dict[str, str]:
+    """The config parameters of every model of one model's set: the ModelInfo contract (its
     model_id names the target and precision) and the python-backend models' knobs."""
-    return {**model_info(loaded, target).to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
+    info = model_info(loaded, target, name, default)
+    return {**info.to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
+
+
+def prefixed_config(text: str, prefix: str) -> str:
+    """A config with its model's name, and an ensemble's step models, under `prefix`."""
+    if not prefix:
+        return text
+    text = re.sub(r'^name: "([^"]+)"', lambda m: f'name: "{prefix}{m.group(1)}"', text, count=1, flags=re.M)
+    return re.sub(r'model_name: "([^"]+)"', lambda m: f'model_name: "{prefix}{m.group(1)}"', text)
 
 
 def parameters_block(params: dict[str, str]) -> str:
@@ -78,33 +97,49 @@ def is_current(out: Path) -> bool:
 
 
 def is_complete(out: Path) -> bool:
-    """A finished CPU repository of this layout is at `out`."""
-    return is_current(out) and all((out / m / "1" / "model.onnx").is_file() for m in ONNX_MODELS)
+    """A finished CPU repository of this layout is at `out`, every model's ONNX files with it."""
+    if not is_current(out):
+        return False
+    names = json.loads((out / BUILD_INFO).read_text()).get("models") or {None: None}
+    return all((out / (model_prefix(n) + m) / "1" / "model.onnx").is_file() for n in names for m in ONNX_MODELS)
 
 
 def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:
     """Exports, verifies against PyTorch (raises VerificationError past `tolerance`) and
-    writes the repository to `out`, replacing what was there."""
+    writes the repository of one model to `out`, replacing what was there."""
+    return write_cpu_repositories([(None, loaded)], out, tolerance, intra_op_threads)
+
+
+def write_cpu_repositories(
+    models: list[tuple[str | None, LoadedSam]], out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0
+) -> Path:
+    """One repository serving several models: each model's set under "<name>__" (None: one
+    model, bare names); the first is the default. Each is exported and verified."""
+    names = [n for n, _ in models]
+    if len(models) > 1 and (None in names or len(set(names)) != len(names)):
+        raise ValueError(f"several models need distinct names, got {names}")
+    for n in names:
+        if n is not None and not re.fullmatch(MODEL_NAME_PATTERN, n):
+            raise ValueError(f"model name {n!r} must match {MODEL_NAME_PATTERN} (lowercase, digits, '-')")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    params = model_parameters(loaded, "cpu", intra_op_threads)
-    for name in MODELS:
-        shutil.copytree(CHECKED_IN / name, tmp / name, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-        config = tmp / name / "config.pbtxt"
-        config.write_text(config.read_text() + parameters_block(params))
-    encoder = export_encoder(loaded.sam, tmp / ENCODER / "1" / "model.onnx")
-    decoder = export_decoder(loaded.sam, tmp / DECODER / "1" / "model.onnx")
-    report = verify(loaded.sam, encoder, decoder, tolerance)
-    info = {
-        "repository_layout": REPOSITORY_LAYOUT,
-        "target": "cpu",
-        **params,
-        "random_weights": loaded.random_weights,
-        "verification": asdict(report),
-        "tolerance": tolerance,
-    }
+    infos = {}
+    for i, (name, loaded) in enumerate(models):
+        prefix = model_prefix(name)
+        params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0)
+        for model in MODELS:
+            folder = tmp / (prefix + model)
+            shutil.copytree(CHECKED_IN / model, folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+            config = folder / "config.pbtxt"
+            config.write_text(prefixed_config(config.read_text(), prefix) + parameters_block(params))
+        encoder = export_encoder(loaded.sam, tmp / (prefix + ENCODER) / "1" / "model.onnx")
+        decoder = export_decoder(loaded.sam, tmp / (prefix + DECODER) / "1" / "model.onnx")
+        report = verify(loaded.sam, encoder, decoder, tolerance)
+        infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
+    info = {"repository_layout": REPOSITORY_LAYOUT, "target": "cpu", "tolerance": tolerance}
+    info.update(infos[None] if names == [None] else {"models": infos})
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-written repository is never left under the final name
-    log.info("wrote CPU model repository for %s to %s", loaded.model_id, out)
+    log.info("wrote CPU model repository for %s to %s", ", ".join(loaded.model_id for _, loaded in models), out)
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -36,6 +37,33 @@ AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point
 
 ModelType = Literal["vit_b", "vit_l", "vit_h", "small", "vit_t"]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+# Several models in one repository: each model's set of Triton models under "<name>__", which no
+# two names can share (a name has no "_"). A single-model repository keeps the bare names.
+MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,47}"
+PREFIX_SEPARATOR = "__"
+
+
+CHECKPOINT_TYPES = {"sam_vit_b": "vit_b", "sam_vit_l": "vit_l", "sam_vit_h": "vit_h", "mobile_sam": "vit_t"}
+
+
+def parse_model_spec(spec: str) -> tuple[str, Path, str]:
+    """NAME=CHECKPOINT[:TYPE] -> (name, checkpoint, type); the type may be left out for the
+    published checkpoints' file names (sam_vit_b_01ec64.pth, mobile_sam.pt, ...)."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not re.fullmatch(MODEL_NAME_PATTERN, name):
+        raise ValueError(f"model {spec!r}: expected NAME=CHECKPOINT[:TYPE], NAME matching {MODEL_NAME_PATTERN}")
+    path, _, model_type = rest.rpartition(":")
+    if model_type not in MODEL_TYPES:
+        path, model_type = rest, next((v for k, v in CHECKPOINT_TYPES.items() if Path(rest).name.startswith(k)), "")
+    if not model_type:
+        raise ValueError(f"model {spec!r}: add :TYPE, one of {', '.join(MODEL_TYPES)}")
+    return name, Path(path), model_type
+
+
+def model_prefix(name: str | None) -> str:
+    return f"{name}{PREFIX_SEPARATOR}" if name else ""
+
+
 # model type -> family: what preprocessing, embedding tensors and decoder inputs it has. MobileSAM
 # (vit_t: a TinyViT encoder distilled from SAM's, SAM's own prompt encoder and mask decoder) is
 # served through SAM's pipeline; the family is read from the served model, never guessed.
@@ -57,7 +85,7 @@ MAX_PROMPTS_PER_RUN = "max_prompts_per_run"  # prompts per decoder run (the plan
 def config_parameters(model_config: dict) -> dict[str, str]:
     """A Triton model config (as JSON: what a python-backend model gets in `args["model_config"]`
     and what the gateway reads with get_model_config) -> its parameters as plain strings."""
-    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}  # "" is omitted
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,13 @@ class ModelInfo:
     pixel_std: np.ndarray  # (3,) float32
     mask_threshold: float
     family: str = "sam"
+    name: str = "default"  # what requests call it (the `model` field); "default" when it is the only one
+    prefix: str = ""  # of its Triton models' names: "" or "<name>__"
+    is_default: bool = False  # the model a request that names none gets
+
+    def triton(self, model: str) -> str:
+        """This model's Triton model of the given role (ENCODER, DECODER, AMG_GENERATE, ...)."""
+        return self.prefix + model
 
     @property
     def embedding_size(self) -> int:
@@ -91,6 +126,9 @@ class ModelInfo:
             "pixel_std": json.dumps([float(v) for v in self.pixel_std]),
             "mask_threshold": repr(float(self.mask_threshold)),
             "family": self.family,
+            "served_name": self.name,
+            "model_prefix": self.prefix,
+            "default_model": str(self.is_default).lower(),
         }
 
     @classmethod
@@ -107,6 +145,9 @@ class ModelInfo:
             pixel_std=np.asarray(json.loads(params["pixel_std"]), dtype=np.float32),
             mask_threshold=float(params.get("mask_threshold", "0.0")),
             family=params.get("family", "sam"),
+            name=params.get("served_name", "default"),
+            prefix=params.get("model_prefix", ""),
+            is_default=params.get("default_model", "true") == "true",
         )
 
 

@@ -77,3 +77,31 @@ def test_a_repository_of_another_layout_is_stale_and_the_current_one_is_kept(mod
     before = {p: p.stat().st_mtime_ns for p in model_repository.rglob("*") if p.is_file()}
     main(["--out", str(model_repository), "--if-stale"])  # current: returns without building
     assert {p: p.stat().st_mtime_ns for p in model_repository.rglob("*") if p.is_file()} == before
+
+
+def test_serve_builds_one_repository_for_several_models_and_reuses_it(small_sam, tmp_path):
+    """`samserve serve --model shapes=...:small --model mobile=mobile_sam.pt`: every model's set
+    under its prefix, built once, the first the default."""
+    from build_engines.models import build_mobile_sam, save_small_checkpoint
+    from build_engines.repository import is_complete
+    from samserve.client.cli import _prepare_models_repository
+    from samserve.contract import config_parameters
+
+    save_small_checkpoint(small_sam.sam.state_dict(), tmp_path / "shapes.pth")
+    torch.save(build_mobile_sam(seed=1).sam.state_dict(), tmp_path / "mobile_sam.pt")
+    specs = [f"shapes={tmp_path / 'shapes.pth'}:small", f"mobile={tmp_path / 'mobile_sam.pt'}"]
+    repo = _prepare_models_repository(specs, tmp_path / "repos")
+    assert is_complete(repo)
+    assert {p.name for p in repo.iterdir() if p.is_dir()} >= {"shapes__sam_encoder", "mobile__sam_amg"}
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = text_format.Parse((repo / "mobile__sam_encoder" / "config.pbtxt").read_text(), mc.ModelConfig())
+    params = config_parameters(json_format.MessageToDict(config, preserving_proto_field_name=True))
+    assert config.name == "mobile__sam_encoder"
+    assert (params["served_name"], params["model_prefix"], params["default_model"]) == ("mobile", "mobile__", "false")
+    ensemble = (repo / "shapes__sam_amg" / "config.pbtxt").read_text()
+    assert 'model_name: "shapes__sam_encoder"' in ensemble and 'model_name: "shapes__sam_amg_generate"' in ensemble
+    mtime = (repo / "build_info.json").stat().st_mtime_ns
+    assert _prepare_models_repository(specs, tmp_path / "repos") == repo
+    assert (repo / "build_info.json").stat().st_mtime_ns == mtime  # reused, not rebuilt

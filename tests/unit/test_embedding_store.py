@@ -29,7 +29,7 @@ class SlowEncoder:
         self.seconds, self.fail, self.runs = seconds, fail, 0
         self.model_id = MODEL.model_id
 
-    async def encode(self, images, deadline_s=None):
+    async def encode(self, model, images, deadline_s=None):
         self.runs += 1
         if deadline_s is not None and deadline_s < self.seconds:
             await asyncio.sleep(deadline_s)

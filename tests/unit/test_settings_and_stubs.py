@@ -73,3 +73,45 @@ def test_gateway_runtime_imports_neither_torch_nor_the_reference():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("sam=/ckpt/sam_vit_b_01ec64.pth", ("sam", "/ckpt/sam_vit_b_01ec64.pth", "vit_b")),
+        ("mobile=/ckpt/mobile_sam.pt", ("mobile", "/ckpt/mobile_sam.pt", "vit_t")),
+        ("shapes=models/x.pth:small", ("shapes", "models/x.pth", "small")),
+        ("h2=C:/weights/model:vit_h", ("h2", "C:/weights/model", "vit_h")),
+    ],
+    ids=["meta_name", "mobile_sam_name", "explicit_type", "colon_in_path"],
+)
+def test_model_specs_parse(spec, expected):
+    from samserve.contract import parse_model_spec
+
+    name, path, model_type = parse_model_spec(spec)
+    assert (name, str(path), model_type) == expected
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("noequals.pth", "expected NAME=CHECKPOINT"),
+        ("Bad_Name=x.pth:vit_b", "NAME matching"),
+        ("sam=weights.pth", "add :TYPE"),
+    ],
+)
+def test_bad_model_specs_say_what_is_expected(spec, message):
+    from samserve.contract import parse_model_spec
+
+    with pytest.raises(ValueError, match=message):
+        parse_model_spec(spec)
+
+
+def test_models_settings_are_validated_at_start(tmp_path):
+    ckpt = tmp_path / "mobile_sam.pt"
+    ckpt.write_bytes(b"x")
+    assert Settings(models=[f"mobile={ckpt}"]).models == [f"mobile={ckpt}"]
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(models=["mobile=/nonexistent/mobile_sam.pt"])
+    with pytest.raises(ValidationError, match="names must differ"):
+        Settings(models=[f"a={ckpt}", f"a={ckpt}"])

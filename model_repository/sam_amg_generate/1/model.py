@@ -24,23 +24,23 @@ from samserve.triton.model_config import model_info
 from samserve.triton.responses import ModelMismatch, error_response, refuse_other_models, tensors_response
 
 
-def _encoder(model_id: str):
+def _encoder(encoder: str, model_id: str):
     def encode(images):
-        emb, made_by = bls(ENCODER, {ENCODER_INPUT: images}, [EMBEDDINGS, MODEL_ID])
+        emb, made_by = bls(encoder, {ENCODER_INPUT: images}, [EMBEDDINGS, MODEL_ID])
         refuse_other_models(made_by, model_id)  # sam_encoder reloaded apart from this model
         return emb
 
     return encode
 
 
-def _decoder(model_id: str):
+def _decoder(decoder: str, model_id: str):
     made_by = np.array([[model_id.encode()]], dtype=np.object_)
 
     def decode(embedding, point_coords, point_labels):
         b, low = len(point_coords), 4 * embedding.shape[-1]
         no_mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
         inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *no_mask), strict=True))
-        masks, iou = bls(DECODER, {**inputs, MODEL_ID: made_by}, list(DECODER_OUTPUTS))
+        masks, iou = bls(decoder, {**inputs, MODEL_ID: made_by}, list(DECODER_OUTPUTS))
         return masks[0], iou[0]
 
     return decode
@@ -50,7 +50,9 @@ class TritonPythonModel:
     def initialize(self, args):
         info = model_info(args)
         self.model_id = info.model_id
-        self.generator = AutomaticMaskGenerator(info, _encoder(info.model_id), _decoder(info.model_id))
+        self.generator = AutomaticMaskGenerator(
+            info, _encoder(info.triton(ENCODER), info.model_id), _decoder(info.triton(DECODER), info.model_id)
+        )
 
     def _generate(self, request):
         made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID)

@@ -30,6 +30,8 @@ def _prepare_repository(settings) -> tuple[Path, str]:
     from samserve.contract import checkpoint_model_id, served_model_id
 
     repos = settings.cache_dir / "repositories"
+    if settings.models:
+        return _prepare_models_repository(settings.models, repos), "models"
     checkpoint, model_type = settings.checkpoint, settings.model_type
     if checkpoint is None and DEFAULT_CHECKPOINT.is_file():
         checkpoint, model_type = DEFAULT_CHECKPOINT, "small"
@@ -44,6 +46,23 @@ def _prepare_repository(settings) -> tuple[Path, str]:
         log.info("exporting %s to ONNX (once; cached in %s)", checkpoint, out)
         write_cpu_repository(load_checkpoint(checkpoint, model_type), out)
     return out, "default" if checkpoint == DEFAULT_CHECKPOINT else "checkpoint"
+
+
+def _prepare_models_repository(specs: list[str], repos: Path) -> Path:
+    """One CPU repository serving every NAME=CHECKPOINT[:TYPE] (the first the default)."""
+    import hashlib
+
+    from build_engines.models import load_checkpoint
+    from build_engines.repository import is_complete, write_cpu_repositories
+    from samserve.contract import checkpoint_model_id, parse_model_spec, served_model_id
+
+    parsed = [parse_model_spec(s) for s in specs]
+    ids = [f"{name}={served_model_id(checkpoint_model_id(t, c), 'cpu')}" for name, c, t in parsed]
+    out = repos / f"models-{hashlib.sha256(' '.join(ids).encode()).hexdigest()[:16]}"
+    if not is_complete(out):
+        log.info("exporting %s to ONNX (once; cached in %s)", ", ".join(ids), out)
+        write_cpu_repositories([(name, load_checkpoint(c, t)) for name, c, t in parsed], out)
+    return out
 
 
 async def _serve(settings) -> None:
@@ -233,6 +252,13 @@ def _serve_parser(sub) -> None:
         "--checkpoint", type=Path, help="SAM checkpoint, e.g. sam_vit_b_01ec64.pth (default: the small shapes model)"
     )
     s.add_argument("--model-type", dest="model_type", choices=MODEL_TYPES)
+    s.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="NAME=CHECKPOINT[:TYPE]",
+        help="serve several models, each under NAME (repeat; the first is the default)",
+    )
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--metrics-port", dest="metrics_port", type=int)

@@ -115,7 +115,7 @@ class EmbeddingStore:
     ) -> ImageEmbedding:
         x, input_size = await self._cpu(preprocess, rgb, model.img_size, model.pixel_mean, model.pixel_std)
         started = time.perf_counter()
-        emb, made_by = await self.triton.encode(x, deadline.remaining("running the encoder"))
+        emb, made_by = await self.triton.encode(model, x, deadline.remaining("running the encoder"))
         self.metrics.backend_latency.labels("sam_encoder").observe(time.perf_counter() - started)
         self.metrics.encoder_runs.inc()
         if made_by != model.model_id:  # stored under the key of the model that made it, or not at all

@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from samserve.contract import SAM_PIPELINE_FAMILIES, ModelInfo
+from samserve.contract import ENCODER, SAM_PIPELINE_FAMILIES, ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import RLE_COUNTS, MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
@@ -87,7 +87,8 @@ class SamEngine:
         self.triton = triton
         self.cache = cache
         self.metrics = metrics
-        self._model: ModelInfo | None = None
+        self._models: dict[str, ModelInfo] | None = None  # by name, read from Triton
+        self._default = ""
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self._cpu)
 
@@ -97,46 +98,77 @@ class SamEngine:
         if self.cache is not None:
             await self.cache.close()
 
-    async def model(self, refresh: bool = False) -> ModelInfo:
-        """The served model's facts, read from Triton once (and again after Triton returns)."""
-        if self._model is None or refresh:
-            served = await self.triton.model_info()
-            if served.family not in SAM_PIPELINE_FAMILIES:
+    async def _load_models(self) -> None:
+        served = await self.triton.models()
+        if not served:
+            raise BackendUnavailable("Triton serves no sam_encoder: no model to serve")
+        for m in served:
+            if m.family not in SAM_PIPELINE_FAMILIES:
                 raise BackendUnavailable(
-                    f"Triton serves a {served.family!r} model; this gateway serves {', '.join(SAM_PIPELINE_FAMILIES)}"
+                    f"Triton serves a {m.family!r} model ({m.name}); this gateway serves "
+                    f"{', '.join(SAM_PIPELINE_FAMILIES)}"
                 )
-            self._model = served
+        models = {m.name: m for m in served}
+        default = self.settings.default_model or next((m.name for m in served if m.is_default), served[0].name)
+        if default not in models:
+            raise BackendUnavailable(f"the default model {default!r} is not served; served: {', '.join(models)}")
+        self._models, self._default = models, default
+        for m in served:
             log.info(
-                "serving model %s (%s, family %s, input size %d)",
-                self._model.model_id,
-                self._model.model_type,
-                self._model.family,
-                self._model.img_size,
+                "serving model %s as %r%s (%s, family %s, input size %d)",
+                m.model_id,
+                m.name,
+                " (the default)" if m.name == default else "",
+                m.model_type,
+                m.family,
+                m.img_size,
             )
-        return self._model
+
+    async def model(self, name: str | None = None, refresh: bool = False) -> ModelInfo:
+        """The named (or the default) served model's facts, read from Triton once (and again
+        after Triton returns, or when a model was swapped). NotFound for a name not served."""
+        if self._models is None or refresh:
+            await self._load_models()
+        assert self._models is not None
+        model = self._models.get(name or self._default)
+        if model is None:
+            raise NotFound(
+                f"model {name!r} is not served; served: {', '.join(sorted(self._models))} "
+                f"(unset: the default, {self._default!r})"
+            )
+        return model
+
+    async def models(self) -> tuple[list[ModelInfo], str]:
+        """(every served model, the default's name)."""
+        await self.model()
+        assert self._models is not None
+        return sorted(self._models.values(), key=lambda m: m.name), self._default
 
     async def _cpu(self, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
     async def embedding(
-        self, data: bytes, deadline: Deadline, validate: Callable | None = None
+        self, data: bytes, deadline: Deadline, validate: Callable | None = None, model_name: str | None = None
     ) -> tuple[str, ImageEmbedding, bool]:
         """(image_id, embedding, cached): see EmbeddingStore.embedding. When the encoder says
         another model made the embedding (Triton's model was swapped), nothing was stored: the
         model facts are re-read and the image is embedded again, under the new model's key."""
         try:
-            return await self.embeddings.embedding(data, await self.model(), deadline, validate)
+            return await self.embeddings.embedding(data, await self.model(model_name), deadline, validate)
         except ModelChanged as exc:
-            log.warning("the encoder is model %s, not %s: re-reading the served model", exc.made_by, exc.believed)
-            return await self.embeddings.embedding(data, await self.model(refresh=True), deadline, validate)
+            log.warning("the encoder is model %s, not %s: re-reading the served models", exc.made_by, exc.believed)
+            model = await self.model(model_name, refresh=True)
+            return await self.embeddings.embedding(data, model, deadline, validate)
 
-    async def embedding_by_id(self, image_id: str) -> ImageEmbedding:
-        return await self.embeddings.by_id(image_id, await self.model())
+    async def embedding_by_id(self, image_id: str, model_name: str | None = None) -> ImageEmbedding:
+        return await self.embeddings.by_id(image_id, await self.model(model_name))
 
     # -- RPCs ---------------------------------------------------------------------------
-    async def embed(self, data: bytes, return_embedding: bool, deadline: Deadline) -> EmbedResult:
+    async def embed(
+        self, data: bytes, return_embedding: bool, deadline: Deadline, model_name: str | None = None
+    ) -> EmbedResult:
         deadline.remaining("starting")  # work for an expired request is not started
-        image_id, entry, cached = await self.embedding(data, deadline)
+        image_id, entry, cached = await self.embedding(data, deadline, model_name=model_name)
         return EmbedResult(
             image_id,
             entry.original_size,
@@ -155,55 +187,59 @@ class SamEngine:
         fmt: MaskFormat,
         return_logits: bool,
         deadline: Deadline,
+        model_name: str | None = None,
     ) -> SegmentResult:
         deadline.remaining("starting")
         s = self.settings
+        current = {"model": await self.model(model_name)}
 
         def validate(size: tuple[int, int]) -> None:
-            model = self._model
-            assert model is not None
+            model = current["model"]
             validate_prompts(prompts, size, model.low_res_size, s.max_prompts_per_request, s.max_points_per_prompt)
             self._check_output(len(prompts), multimask_output, size, fmt, return_logits, model)
 
-        await self.model()
         if not prompts:
             validate((1, 1))  # the empty-list error, before any work
         if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
         for attempt in (1, 2):
             if image is not None:
-                image_id, entry, cached = await self.embedding(image, deadline, validate)
+                image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
             else:
-                entry, cached = await self.embedding_by_id(image_id), True
-            model = await self.model()
+                entry, cached = await self.embedding_by_id(image_id, model_name), True
+            model = current["model"] = await self.model(model_name)
             validate(entry.original_size)
             try:
                 selected = await self._decode(prompts, entry, model, multimask_output, deadline)
                 break
             except (BackendError, BackendUnavailable):
-                if attempt == 2 or not await self._served_model_changed(entry.model_id):
+                if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
                     raise
                 if image is None:
                     raise NotFound(
                         f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
-                        f"longer serves ({self._model.model_id if self._model else '?'}); send the image bytes"
+                        f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
                     ) from None
         outputs = await self._finish(selected, entry, model, 3 if multimask_output else 1, fmt, return_logits)
         return SegmentResult(image_id, entry.original_size, cached, outputs)
 
-    async def _served_model_changed(self, made_by: str) -> bool:
-        """After a decoder or AMG failure: True (and the model facts refreshed) when Triton now
-        serves another model than the one that made the embedding (the decoder refused it)."""
+    async def _served_model_changed(self, model: ModelInfo, made_by: str) -> bool:
+        """After a decoder or AMG failure: True (and the models' facts refreshed) when Triton now
+        serves another model under this name than the one that made the embedding (its decoder
+        refused it)."""
         try:
-            served = await self.triton.model_info()
+            served = await self.triton.model_info(model.triton(ENCODER))
         except SamServeError:
             return False
         if served.model_id == made_by:
             return False
         log.warning(
-            "Triton now serves model %s (was %s): embeddings of the old one are not used", served.model_id, made_by
+            "Triton now serves model %s as %r (was %s): embeddings of the old one are not used",
+            served.model_id,
+            model.name,
+            made_by,
         )
-        self._model = served
+        await self.model(model.name, refresh=True)
         return True
 
     def _check_output(
@@ -238,6 +274,7 @@ class SamEngine:
         decoded = await asyncio.gather(
             *(
                 self.triton.decode(
+                    model,
                     entry.embedding,
                     entry.model_id,
                     b.point_coords,
@@ -296,7 +333,7 @@ class SamEngine:
         ]
 
     async def generate_masks(
-        self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline
+        self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline, model_name: str | None = None
     ) -> GenerateResult:
         """SamAutomaticMaskGenerator inside Triton. Options and the work budgets are checked
         before any work (those that need the image's size once it is decoded, before the
@@ -305,21 +342,23 @@ class SamEngine:
         opts.validate()
         s = self.settings
         opts.check_budget(s.amg_max_points)
-        info = await self.model()
+        current = {"model": await self.model(model_name)}
 
         def validate(size: tuple[int, int]) -> None:
-            model = self._model or info
+            model = current["model"]
             opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
 
         rgb = None
         if opts.crop_n_layers > 0:  # crops are embedded from the pixels
             rgb = await self._cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         for attempt in (1, 2):
-            image_id, entry, cached = await self.embedding(image, deadline, validate)
+            image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
+            model = current["model"] = await self.model(model_name)
             validate(entry.original_size)  # a cached image was not decoded
             started = time.perf_counter()
             try:
                 arrays = await self.triton.generate_masks(
+                    model,
                     entry.embedding,
                     entry.model_id,
                     rgb,
@@ -329,7 +368,7 @@ class SamEngine:
                 )
                 break
             except (BackendError, BackendUnavailable):
-                if attempt == 2 or not await self._served_model_changed(entry.model_id):
+                if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
                     raise
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
@@ -348,9 +387,10 @@ class SamEngine:
             )
 
     async def ready(self) -> bool:
-        """Triton's models are ready (the model info is re-read when they come back)."""
-        ok = await self.triton.ready()
-        if ok and self._model is None:
+        """Triton's models are ready (the models' facts are read when they first are)."""
+        if self._models is None:
             with contextlib.suppress(Exception):
                 await self.model()
-        return ok and self._model is not None
+        if self._models is None:
+            return False
+        return await self.triton.ready(list(self._models.values()))

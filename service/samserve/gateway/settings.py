@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from samserve.contract import ModelType
+from samserve.contract import ModelType, parse_model_spec
 from samserve.core.image import MAX_CONFIGURABLE_PIXELS
 
 
@@ -98,12 +98,30 @@ class Settings(BaseSettings):
     embedded: bool = Field(True, description="start local redis-server and tritonserver")
     checkpoint: Path | None = None
     model_type: ModelType = "vit_b"
+    models: list[str] = Field(
+        default_factory=list,
+        description="several models (serve): NAME=CHECKPOINT[:TYPE] each, the first the default; "
+        'SAMSERVE_MODELS as a JSON list, e.g. ["sam=sam_vit_b_01ec64.pth", "mobile=mobile_sam.pt"]',
+    )
+    default_model: str | None = Field(
+        None, description="the model of requests that name none (unset: the one the repository marks default)"
+    )
     cache_dir: Path = Field(Path.home() / ".cache" / "samserve")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.checkpoint is not None and not self.checkpoint.is_file():
             raise ValueError(f"checkpoint {self.checkpoint} does not exist")
+        names = []
+        for spec in self.models:
+            name, checkpoint, _ = parse_model_spec(spec)
+            if not checkpoint.is_file():
+                raise ValueError(f"model {name}: checkpoint {checkpoint} does not exist")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must differ, got {names}")
+        if self.models and self.checkpoint is not None:
+            raise ValueError("set either checkpoint (one model) or models (several), not both")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

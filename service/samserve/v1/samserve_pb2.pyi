@@ -29,12 +29,14 @@ class ImageSize(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("image", "return_embedding")
+    __slots__ = ("image", "return_embedding", "model")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     RETURN_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     return_embedding: bool
-    def __init__(self, image: _Optional[bytes] = ..., return_embedding: _Optional[bool] = ...) -> None: ...
+    model: str
+    def __init__(self, image: _Optional[bytes] = ..., return_embedding: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("data", "shape", "dtype")
@@ -105,20 +107,22 @@ class Prompt(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_input: _Optional[_Union[MaskInput, _Mapping]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits")
+    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits", "model")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MULTIMASK_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RETURN_LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     image_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     multimask_output: bool
     mask_format: MaskFormat
     return_low_res_logits: bool
-    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ...) -> None: ...
+    model: str
+    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class CocoRle(_message.Message):
     __slots__ = ("size", "counts")
@@ -211,14 +215,16 @@ class AmgOptions(_message.Message):
     def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ...) -> None: ...
 
 class GenerateMasksRequest(_message.Message):
-    __slots__ = ("image", "options", "output_format")
+    __slots__ = ("image", "options", "output_format", "model")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     options: AmgOptions
     output_format: MaskFormat
-    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class PointXY(_message.Message):
     __slots__ = ("x", "y")
@@ -257,3 +263,37 @@ class GenerateMasksResponse(_message.Message):
     cached: bool
     masks: _containers.RepeatedCompositeFieldContainer[MaskRecord]
     def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., masks: _Optional[_Iterable[_Union[MaskRecord, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelDescription(_message.Message):
+    __slots__ = ("name", "model_id", "family", "model_type", "input_size", "prompts", "outputs", "returns_embeddings", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_id: str
+    family: str
+    model_type: str
+    input_size: ImageSize
+    prompts: _containers.RepeatedScalarFieldContainer[str]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    returns_embeddings: bool
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., model_type: _Optional[str] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., returns_embeddings: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "default_model")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelDescription]
+    default_model: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelDescription, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,11 @@ class SegmentAnythingStub:
                 request_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
                 response_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/samserve.v1.SegmentAnything/ListModels',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentAnythingServicer:
@@ -75,6 +80,13 @@ class SegmentAnythingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models this deployment serves; every request may name one in its `model` field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentAnythingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_SegmentAnythingServicer_to_server(servicer, server):
                     servicer.GenerateMasks,
                     request_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.FromString,
                     response_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class SegmentAnything:
             '/samserve.v1.SegmentAnything/GenerateMasks',
             samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
             samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.SegmentAnything/ListModels',
+            samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

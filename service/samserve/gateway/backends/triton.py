@@ -23,6 +23,7 @@ from samserve.contract import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     MODEL_ID,
+    PREFIX_SEPARATOR,
     ModelInfo,
     config_parameters,
 )
@@ -91,23 +92,40 @@ class TritonBackend:
     def _timeout(self, deadline_s: float | None) -> float:
         return self.timeout_s if deadline_s is None else max(0.001, min(self.timeout_s, deadline_s))
 
-    async def ready(self) -> bool:
+    async def ready(self, models: list[ModelInfo]) -> bool:
+        """Every model's encoder and decoder are ready."""
         try:
-            return bool(await self._client.is_model_ready(ENCODER, client_timeout=2)) and bool(
-                await self._client.is_model_ready(DECODER, client_timeout=2)
-            )
+            for m in models:
+                for role in (ENCODER, DECODER):
+                    if not await self._client.is_model_ready(m.triton(role), client_timeout=2):
+                        return False
+            return bool(models)
         except InferenceServerException:
             return False
 
-    async def model_info(self) -> ModelInfo:
+    async def encoders(self) -> list[str]:
+        """The Triton names of every served model's encoder (sam_encoder, or <name>__sam_encoder)."""
         try:
-            config = await self._client.get_model_config(ENCODER, as_json=True, client_timeout=self.timeout_s)
+            index = await self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
-            raise _translate(exc, "reading sam_encoder's config") from None
+            raise _translate(exc, "reading the model repository index") from None
+        names = [m["name"] for m in index.get("models", [])]
+        return sorted(n for n in names if n == ENCODER or n.endswith(PREFIX_SEPARATOR + ENCODER))
+
+    async def model_info(self, encoder: str = ENCODER) -> ModelInfo:
+        """What the model whose encoder is `encoder` says about itself (its config parameters)."""
+        try:
+            config = await self._client.get_model_config(encoder, as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc, f"reading {encoder}'s config") from None
         try:
             return ModelInfo.from_parameters(config_parameters(config["config"]))
         except (KeyError, ValueError) as exc:
-            raise BackendUnavailable(f"sam_encoder's config: {exc}") from None
+            raise BackendUnavailable(f"{encoder}'s config: {exc}") from None
+
+    async def models(self) -> list[ModelInfo]:
+        """Every model the repository serves."""
+        return [await self.model_info(e) for e in await self.encoders()]
 
     async def _infer(
         self, model: str, arrays: dict[str, np.ndarray], outputs: list[str], deadline_s: float | None
@@ -129,13 +147,18 @@ class TritonBackend:
             raise _translate(exc, model) from None
         return [result.as_numpy(o) for o in outputs]
 
-    async def encode(self, images: np.ndarray, deadline_s: float | None = None) -> tuple[np.ndarray, str]:
+    async def encode(
+        self, model: ModelInfo, images: np.ndarray, deadline_s: float | None = None
+    ) -> tuple[np.ndarray, str]:
         """(1, 3, S, S) float32 -> ((1, 256, S/16, S/16) float16, the id of the model that made it)."""
-        emb, made_by = await self._infer(ENCODER, {ENCODER_INPUT: images}, list(ENCODER_OUTPUTS), deadline_s)
+        emb, made_by = await self._infer(
+            model.triton(ENCODER), {ENCODER_INPUT: images}, list(ENCODER_OUTPUTS), deadline_s
+        )
         return emb, _text(made_by)
 
     async def decode(
         self,
+        model: ModelInfo,
         image_embeddings: np.ndarray,
         model_id: str,
         point_coords: np.ndarray,
@@ -149,11 +172,12 @@ class TritonBackend:
         per_prompt = (point_coords, point_labels, mask_input, has_mask_input)  # + the request's batch dim
         inputs = dict(zip(DECODER_INPUTS, (image_embeddings, *(x[None] for x in per_prompt)), strict=True))
         inputs[MODEL_ID] = _id_tensor(model_id)
-        masks, iou = await self._infer(DECODER, inputs, list(DECODER_OUTPUTS), deadline_s)
+        masks, iou = await self._infer(model.triton(DECODER), inputs, list(DECODER_OUTPUTS), deadline_s)
         return masks[0], iou[0]
 
     async def generate_masks(
         self,
+        model: ModelInfo,
         image_embeddings: np.ndarray,
         model_id: str,
         image: np.ndarray | None,
@@ -170,5 +194,5 @@ class TritonBackend:
         }
         if image is not None:
             inputs[AMG_IMAGE] = image[None]
-        arrays = await self._infer(AMG_GENERATE, inputs, list(AMG_OUTPUTS), deadline_s)
+        arrays = await self._infer(model.triton(AMG_GENERATE), inputs, list(AMG_OUTPUTS), deadline_s)
         return {name: arr[0] for name, arr in zip(AMG_OUTPUTS, arrays, strict=True)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import InvalidInput
 from samserve.core.mask_formats import MaskFormat
@@ -132,3 +133,25 @@ def generate_response(r: GenerateResult, fmt: MaskFormat) -> pb.GenerateMasksRes
             crop_box=rec.crop_box,
         )
     return out
+
+
+def list_models_response(models: list[ModelInfo], default: str) -> pb.ListModelsResponse:
+    """What each served model takes and returns: every family served today takes SAM's prompts
+    and returns its outputs, and any embedding can be returned."""
+    return pb.ListModelsResponse(
+        default_model=default,
+        models=[
+            pb.ModelDescription(
+                name=m.name,
+                model_id=m.model_id,
+                family=m.family,
+                model_type=m.model_type,
+                input_size=size_pb((m.img_size, m.img_size)),
+                prompts=["points", "box", "mask_input"],
+                outputs=["masks", "iou_predictions", "low_res_logits", "generate_masks"],
+                returns_embeddings=True,
+                is_default=m.name == default,
+            )
+            for m in models
+        ],
+    )

@@ -21,7 +21,9 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
 
     @rpc("Embed")
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        result = await self.engine.embed(request.image, request.return_embedding, Deadline(context.time_remaining()))
+        result = await self.engine.embed(
+            request.image, request.return_embedding, Deadline(context.time_remaining()), request.model or None
+        )
         return messages.embed_response(result)
 
     @rpc("Segment")
@@ -38,6 +40,7 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
             fmt=fmt,
             return_logits=request.return_low_res_logits,
             deadline=Deadline(context.time_remaining()),
+            model_name=request.model or None,
         )
         return messages.segment_response(result, fmt)
 
@@ -47,5 +50,14 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
     ) -> pb.GenerateMasksResponse:
         fmt = messages.mask_format(request.output_format)
         opts = messages.amg_options_from_pb(request.options)
-        result = await self.engine.generate_masks(request.image, opts, fmt, Deadline(context.time_remaining()))
+        result = await self.engine.generate_masks(
+            request.image, opts, fmt, Deadline(context.time_remaining()), request.model or None
+        )
         return messages.generate_response(result, fmt)
+
+    @rpc("ListModels")
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        models, default = await self.engine.models()
+        return messages.list_models_response(models, default)

@@ -1,0 +1,103 @@
+"""Served vs the reference in-process, per model family, side by side in one run.
+
+    .venv/bin/python benchmarks/families.py                       # vit_t (MobileSAM) and vit_b
+    .venv/bin/python benchmarks/families.py --models vit_t --repeats 5
+
+For each model (full-size architecture, random weights, S = 1024) on the same CPU: the served
+Embed of a new image (decode + preprocess + encoder + cache write) against the reference
+predictor's set_image, and a served Segment by image_id (1 point, 3 masks, COCO RLE) against
+the reference's predict on the same weights and image. Prints medians and served/reference
+ratios; the encoder milliseconds are what a CPU user of the family pays per new image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.stack import load_model, local_stack  # noqa: E402
+
+
+def predictor_for(loaded):
+    if loaded.model_type == "vit_t":
+        from mobile_sam import SamPredictor
+    else:
+        from segment_anything import SamPredictor
+    return SamPredictor(loaded.sam)
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, float, float, float]:
+    """(served Embed miss, reference set_image, served Segment hit, reference predict), ms."""
+    import torch
+
+    from samserve.client import PromptSpec, SamClient
+    from samserve.devtools.sample_images import png_image, synthetic_image
+    from samserve.v1 import samserve_pb2 as pb
+
+    loaded = load_model(name)
+    predictor = predictor_for(loaded)
+    images = [synthetic_image(h, w, 300 + i) for i in range(repeats + 1)]
+    point = np.array([[w * 0.4, h * 0.5]], np.float32)
+    with torch.no_grad():
+        predictor.set_image(images[-1])  # warm
+        ref_embed = median_ms(lambda i: predictor.set_image(images[i]), repeats)
+        ref_predict = median_ms(lambda i: predictor.predict(point, np.array([1])), 5 * repeats)
+    with local_stack(loaded, prefix=f"samserve-families-{name}-") as stack:
+        client = SamClient(stack.gateways[0].target, timeout_s=600)
+        encoded = [png_image(h, w, 400 + i) for i in range(repeats + 1)]
+        image_id = client.embed(encoded[-1]).image_id  # warm, and the image the clicks use
+        client.segment(image_id=image_id, prompts=[PromptSpec(points=[tuple(point[0])], labels=[1])])
+        served_embed = median_ms(lambda i: client.embed(encoded[i]), repeats)
+        click = pb.Prompt(points=[pb.Point(x=w * 0.4, y=h * 0.5, label=1)])
+        req = pb.SegmentRequest(image_id=image_id, prompts=[click])
+        served_segment = median_ms(lambda i: client.stub.Segment(req, timeout=600), 5 * repeats)
+        client.close()
+    return served_embed, ref_embed, served_segment, ref_predict
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="vit_t,vit_b")
+    p.add_argument("--repeats", type=int, default=3, help="per measurement (new images for the encoder)")
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=2, help="PyTorch threads of the reference")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    h, w = args.height, args.width
+    rows = []
+    for name in args.models.split(","):
+        rows.append((name, *measure(name, h, w, args.repeats)))
+        print(f"{name}: done", flush=True)
+
+    print(f"\nimage {w}x{h}, S=1024, random weights, {args.repeats} new images, {5 * args.repeats} clicks; medians")
+    print(
+        f"{'model':7s} {'Embed miss ms':>14s} {'set_image ms':>13s} {'ratio':>6s} "
+        f"{'Segment hit ms':>15s} {'predict ms':>11s} {'ratio':>6s}"
+    )
+    for name, se, re_, ss, rp in rows:
+        print(f"{name:7s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
