@@ -121,8 +121,9 @@ def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
 def build_mobile_sam(seed: int = 0) -> LoadedSam:
     """MobileSAM (vit_t) as mobile_sam's registry builds it, random weights drawn from `seed`.
     TinyViT only takes 1024 px inputs. Its default initialisation zeroes the attention biases,
-    one BatchNorm weight in each MBConv block and the running statistics, which would hide code
-    paths from a comparison: those are drawn too. eval() last (it copies the attention biases)."""
+    one BatchNorm weight in each MBConv block, the running statistics and Linear biases, and sets
+    the norms to identity, which would hide code paths from a comparison: those are drawn too.
+    eval() last (it copies the attention biases)."""
     torch.manual_seed(seed)
     sam = mobile_sam_registry["vit_t"](None)
     for name, t in sam.image_encoder.named_parameters():
@@ -134,6 +135,11 @@ def build_mobile_sam(seed: int = 0) -> LoadedSam:
             m.bias.normal_(0.0, 0.1)
             m.running_mean.normal_(0.0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
+        elif isinstance(m, torch.nn.LayerNorm) or type(m).__name__ == "LayerNorm2d":
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0.0, 0.1)
+        elif isinstance(m, torch.nn.Linear) and m.bias is not None:
+            m.bias.normal_(0.0, 0.02)
     sam.eval()
     return LoadedSam(sam, "vit_t", make_model_id("vit_t", state_dict_digest(sam)), random_weights=True)
 

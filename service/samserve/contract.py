@@ -52,12 +52,16 @@ def parse_model_spec(spec: str) -> tuple[str, Path, str]:
     name, sep, rest = spec.partition("=")
     if not sep or not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise ValueError(f"model {spec!r}: expected NAME=CHECKPOINT[:TYPE], NAME matching {MODEL_NAME_PATTERN}")
-    path, _, model_type = rest.rpartition(":")
-    if model_type not in MODEL_TYPES:
+    path, colon, model_type = rest.rpartition(":")
+    if not colon or "/" in model_type or "\\" in model_type:  # no :TYPE (a colon of the path's own)
         path, model_type = rest, next((v for k, v in CHECKPOINT_TYPES.items() if Path(rest).name.startswith(k)), "")
-    if not model_type:
-        raise ValueError(f"model {spec!r}: add :TYPE, one of {', '.join(MODEL_TYPES)}")
-    return name, Path(path), model_type
+        if not model_type:
+            raise ValueError(f"model {spec!r}: add :TYPE, one of {', '.join(MODEL_TYPES)}")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model {spec!r}: type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    if not path:
+        raise ValueError(f"model {spec!r}: no checkpoint path")
+    return name, Path(path).expanduser(), model_type
 
 
 def model_prefix(name: str | None) -> str:

@@ -35,6 +35,7 @@ def two_models(small_sam, redis_server, cache_dir, tmp_path_factory):
             "stub": pb_grpc.SegmentAnythingStub(channel),
             "client": SamClient(gw.target, timeout_s=120),
             "stats": TritonStats(triton.grpc_url),
+            "target_triton": triton.grpc_url,
             "ids": {
                 "sam": served_model_id(small_sam.model_id, "cpu"),
                 "mobile": served_model_id(mobile.model_id, "cpu"),
@@ -53,7 +54,7 @@ def test_list_models_tells_the_truth(two_models):
     assert set(by_name) == {"sam", "mobile"}
     assert (by_name["sam"].family, by_name["sam"].model_type, by_name["sam"].input_size.height) == ("sam", "small", 256)
     assert (by_name["mobile"].family, by_name["mobile"].model_type) == ("mobile_sam", "vit_t")
-    assert by_name["mobile"].input_size.width == 1024 and by_name["mobile"].returns_embeddings
+    assert by_name["mobile"].input_size.width == 1024
     assert {n: m.model_id for n, m in by_name.items()} == two_models["ids"]
     assert by_name["sam"].is_default and not by_name["mobile"].is_default
 
@@ -78,9 +79,12 @@ def test_each_request_reaches_its_models_triton_models(two_models):
     )
     assert seg.cached and len(seg.results[0].masks) == 3
     assert stats.inferences("mobile__sam_decoder") == decoded + 1
-    amg = stats.inferences("mobile__sam_amg_generate")
+    amg = {m: stats.inferences(f"{m}__sam_amg_generate") for m in ("sam", "mobile")}
+    other_decoder = stats.inferences("sam__sam_decoder")
     stub.GenerateMasks(pb.GenerateMasksRequest(image=image, model="mobile", options=pb.AmgOptions(points_per_side=2)))
-    assert stats.inferences("mobile__sam_amg_generate") == amg + 1
+    assert stats.inferences("mobile__sam_amg_generate") == amg["mobile"] + 1
+    assert stats.inferences("sam__sam_amg_generate") == amg["sam"]  # nothing reached the other set
+    assert stats.inferences("sam__sam_decoder") == other_decoder
 
 
 def test_embeddings_never_cross_models(two_models):
@@ -111,3 +115,21 @@ def test_an_unknown_model_is_not_found_naming_the_models_served(two_models, rpc)
         getattr(two_models["stub"], rpc)(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "model 'vit_h' is not served; served: mobile, sam (unset: the default, 'sam')" in err.value.details()
+
+
+def test_the_sdk_names_models_and_a_configured_default_applies(two_models, triton_server, redis_server):
+    """SamClient's model argument, and SAMSERVE_DEFAULT_MODEL over the repository's default."""
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+
+    client, ids = two_models["client"], two_models["ids"]
+    image = png_image(90, 110, 7004)
+    assert client.embed(image, model="mobile").model_id == ids["mobile"]
+    assert {m.name for m in client.list_models().models} == {"sam", "mobile"}
+    target = two_models["target_triton"]
+    gw = GatewayThread(gateway_settings(target, redis_server.url, default_model="mobile"))
+    try:
+        with SamClient(gw.target, timeout_s=120) as other:
+            assert other.embed(image).model_id == ids["mobile"] and other.embed(image).cached
+            assert other.list_models().default_model == "mobile"
+    finally:
+        gw.stop()

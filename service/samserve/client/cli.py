@@ -155,7 +155,7 @@ def _segment(args) -> None:
     )
     with SamClient(args.server) as client:
         try:
-            seg = client.segment(data, [prompt], multimask_output=not args.single)
+            seg = client.segment(data, [prompt], multimask_output=not args.single, model=args.model)
         except grpc.RpcError as exc:
             sys.exit(f"{exc.code().name}: {exc.details()}")
     result = seg.prompts[0]
@@ -192,7 +192,7 @@ def _amg(args) -> None:
     }
     with SamClient(args.server, timeout_s=None) as client:
         try:
-            records = client.generate_masks(data, **options)
+            records = client.generate_masks(data, model=args.model, **options)
         except grpc.RpcError as exc:
             sys.exit(f"{exc.code().name}: {exc.details()}")
     records.sort(key=lambda r: r.area, reverse=True)  # small masks drawn last stay visible
@@ -237,7 +237,7 @@ def _embed(args) -> None:
     from samserve.client import SamClient
 
     with SamClient(args.server) as client:
-        r = client.embed(Path(args.image).read_bytes())
+        r = client.embed(Path(args.image).read_bytes(), model=args.model)
     print(
         f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
         f"model {r.model_id}"
@@ -279,6 +279,7 @@ def _client_parsers(sub) -> None:
     e = sub.add_parser("embed", help="embed an image, print its image_id")
     e.add_argument("image")
     e.add_argument("--server", default="127.0.0.1:50051")
+    e.add_argument("--model", default="", help="a model of the deployment (default: its default)")
 
     g = sub.add_parser("segment", help="segment an image from point/box prompts; write mask and overlay PNGs")
     g.add_argument("image")
@@ -288,6 +289,7 @@ def _client_parsers(sub) -> None:
     g.add_argument("--overlay", help="overlay PNG (default: <out>_overlay.png)")
     g.add_argument("--single", action="store_true", help="multimask_output=false")
     g.add_argument("--server", default="127.0.0.1:50051")
+    g.add_argument("--model", default="", help="a model of the deployment (default: its default)")
 
     a = sub.add_parser("amg", help="segment everything (automatic mask generation); write an overlay PNG")
     a.add_argument("image")
@@ -298,6 +300,7 @@ def _client_parsers(sub) -> None:
     a.add_argument("--crop-n-layers", dest="crop_n_layers", type=int)
     a.add_argument("--min-mask-region-area", dest="min_mask_region_area", type=int)
     a.add_argument("--server", default="127.0.0.1:50051")
+    a.add_argument("--model", default="", help="a model of the deployment (default: its default)")
 
 
 def _bench_parser(sub) -> None:
@@ -335,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     p = _parser()
     args = p.parse_args(argv)
     if args.command == "serve":
+        if args.models and (args.checkpoint or args.model_type):
+            p.error("--model NAME=CHECKPOINT[:TYPE] serves several models; leave out --checkpoint/--model-type")
         settings = _settings_from(args)
         _configure_logging(settings.log_level)
         asyncio.run(_serve(settings))

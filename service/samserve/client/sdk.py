@@ -148,9 +148,13 @@ class SamClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def embed(self, image: bytes, return_embedding: bool = False) -> pb.EmbedResponse:
+    def list_models(self) -> pb.ListModelsResponse:
+        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout_s, metadata=self.metadata)
+
+    def embed(self, image: bytes, return_embedding: bool = False, model: str = "") -> pb.EmbedResponse:
+        """model: a name of list_models(); "" is the deployment's default."""
         return self.stub.Embed(
-            pb.EmbedRequest(image=image, return_embedding=return_embedding),
+            pb.EmbedRequest(image=image, return_embedding=return_embedding, model=model),
             timeout=self.timeout_s,
             metadata=self.metadata,
         )
@@ -164,12 +168,14 @@ class SamClient:
         multimask_output: bool = True,
         mask_format: int = pb.MASK_FORMAT_COCO_RLE,
         return_low_res_logits: bool = False,
+        model: str = "",
     ) -> Segmentation:
         req = pb.SegmentRequest(
             prompts=[p.to_pb() for p in prompts or []],
             multimask_output=multimask_output,
             mask_format=mask_format,
             return_low_res_logits=return_low_res_logits,
+            model=model,
         )
         if image is not None:
             req.image = image
@@ -178,10 +184,12 @@ class SamClient:
         return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s, metadata=self.metadata))
 
     def generate_masks_pb(
-        self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, **options
+        self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, model: str = "", **options
     ) -> pb.GenerateMasksResponse:
         """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
-        req = pb.GenerateMasksRequest(image=image, options=pb.AmgOptions(**options), output_format=output_format)
+        req = pb.GenerateMasksRequest(
+            image=image, options=pb.AmgOptions(**options), output_format=output_format, model=model
+        )
         return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 
     def generate_masks(self, image: bytes, **options) -> list[AmgRecord]:

@@ -31,6 +31,7 @@ from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+MODELS_REREAD_S = 2.0  # an unknown model name re-reads Triton's models at most this often
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class SamEngine:
         self.metrics = metrics
         self._models: dict[str, ModelInfo] | None = None  # by name, read from Triton
         self._default = ""
+        self._loaded_at = 0.0
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self._cpu)
 
@@ -109,10 +111,13 @@ class SamEngine:
                     f"{', '.join(SAM_PIPELINE_FAMILIES)}"
                 )
         models = {m.name: m for m in served}
+        if len(models) != len(served):
+            names = sorted(m.name for m in served)
+            raise BackendUnavailable(f"Triton serves two models under one name: {names}; rebuild the repository")
         default = self.settings.default_model or next((m.name for m in served if m.is_default), served[0].name)
-        if default not in models:
-            raise BackendUnavailable(f"the default model {default!r} is not served; served: {', '.join(models)}")
-        self._models, self._default = models, default
+        if default not in models:  # requests naming a served model still work; the others are told
+            log.error("the default model %r is not served; served: %s", default, ", ".join(sorted(models)))
+        self._models, self._default, self._loaded_at = models, default, time.monotonic()
         for m in served:
             log.info(
                 "serving model %s as %r%s (%s, family %s, input size %d)",
@@ -124,18 +129,25 @@ class SamEngine:
                 m.img_size,
             )
 
+    def _known(self, name: str | None) -> ModelInfo | None:
+        return None if self._models is None else self._models.get(name or self._default)
+
     async def model(self, name: str | None = None, refresh: bool = False) -> ModelInfo:
         """The named (or the default) served model's facts, read from Triton once (and again
-        after Triton returns, or when a model was swapped). NotFound for a name not served."""
+        after Triton returns, when a model was swapped, or when a name is not known: a model
+        added since is found). NotFound for a name not served."""
         if self._models is None or refresh:
             await self._load_models()
-        assert self._models is not None
-        model = self._models.get(name or self._default)
+        model = self._known(name)
+        if model is None and time.monotonic() - self._loaded_at > MODELS_REREAD_S:
+            await self._load_models()
+            model = self._known(name)
         if model is None:
-            raise NotFound(
-                f"model {name!r} is not served; served: {', '.join(sorted(self._models))} "
-                f"(unset: the default, {self._default!r})"
-            )
+            assert self._models is not None
+            served = ", ".join(sorted(self._models))
+            if not name:
+                raise BackendUnavailable(f"the default model {self._default!r} is not served; name one of {served}")
+            raise NotFound(f"model {name!r} is not served; served: {served} (unset: the default, {self._default!r})")
         return model
 
     async def models(self) -> tuple[list[ModelInfo], str]:
@@ -191,10 +203,10 @@ class SamEngine:
     ) -> SegmentResult:
         deadline.remaining("starting")
         s = self.settings
-        current = {"model": await self.model(model_name)}
+        first = await self.model(model_name)
 
         def validate(size: tuple[int, int]) -> None:
-            model = current["model"]
+            model = self._known(model_name) or first  # after a refresh, the model served now
             validate_prompts(prompts, size, model.low_res_size, s.max_prompts_per_request, s.max_points_per_prompt)
             self._check_output(len(prompts), multimask_output, size, fmt, return_logits, model)
 
@@ -207,7 +219,7 @@ class SamEngine:
                 image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
             else:
                 entry, cached = await self.embedding_by_id(image_id, model_name), True
-            model = current["model"] = await self.model(model_name)
+            model = await self.model(model_name)
             validate(entry.original_size)
             try:
                 selected = await self._decode(prompts, entry, model, multimask_output, deadline)
@@ -239,7 +251,8 @@ class SamEngine:
             model.name,
             made_by,
         )
-        await self.model(model.name, refresh=True)
+        with contextlib.suppress(SamServeError):  # the caller's own error stays the one reported
+            await self._load_models()
         return True
 
     def _check_output(
@@ -342,10 +355,10 @@ class SamEngine:
         opts.validate()
         s = self.settings
         opts.check_budget(s.amg_max_points)
-        current = {"model": await self.model(model_name)}
+        first = await self.model(model_name)
 
         def validate(size: tuple[int, int]) -> None:
-            model = current["model"]
+            model = self._known(model_name) or first  # after a refresh, the model served now
             opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
 
         rgb = None
@@ -353,7 +366,7 @@ class SamEngine:
             rgb = await self._cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         for attempt in (1, 2):
             image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
-            model = current["model"] = await self.model(model_name)
+            model = await self.model(model_name)
             validate(entry.original_size)  # a cached image was not decoded
             started = time.perf_counter()
             try:
@@ -387,10 +400,10 @@ class SamEngine:
             )
 
     async def ready(self) -> bool:
-        """Triton's models are ready (the models' facts are read when they first are)."""
-        if self._models is None:
-            with contextlib.suppress(Exception):
-                await self.model()
-        if self._models is None:
-            return False
-        return await self.triton.ready(list(self._models.values()))
+        """Triton's models are ready. The models' facts are read when they first are, and again
+        when the models known are not ready (Triton may have come back with another set)."""
+        if self._models is not None and await self.triton.ready(list(self._models.values())):
+            return True
+        with contextlib.suppress(Exception):
+            await self._load_models()
+        return self._models is not None and await self.triton.ready(list(self._models.values()))

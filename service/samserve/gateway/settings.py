@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -9,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from samserve.contract import ModelType, parse_model_spec
+from samserve.contract import MODEL_NAME_PATTERN, ModelType, parse_model_spec
 from samserve.core.image import MAX_CONFIGURABLE_PIXELS
 
 
@@ -115,9 +116,13 @@ class Settings(BaseSettings):
         names = []
         for spec in self.models:
             name, checkpoint, _ = parse_model_spec(spec)
-            if not checkpoint.is_file():
+            if self.embedded and not checkpoint.is_file():  # only serve builds from the checkpoints
                 raise ValueError(f"model {name}: checkpoint {checkpoint} does not exist")
             names.append(name)
+        if self.default_model is not None and not re.fullmatch(MODEL_NAME_PATTERN, self.default_model):
+            raise ValueError(f"default_model {self.default_model!r} must match {MODEL_NAME_PATTERN}")
+        if self.default_model is not None and names and self.default_model not in names:
+            raise ValueError(f"default_model {self.default_model!r} is none of the models {names}")
         if len(set(names)) != len(names):
             raise ValueError(f"models: names must differ, got {names}")
         if self.models and self.checkpoint is not None:
