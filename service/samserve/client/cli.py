@@ -234,10 +234,15 @@ def _bench(args) -> None:
 
 
 def _embed(args) -> None:
+    import grpc
+
     from samserve.client import SamClient
 
     with SamClient(args.server) as client:
-        r = client.embed(Path(args.image).read_bytes(), model=args.model)
+        try:
+            r = client.embed(Path(args.image).read_bytes(), model=args.model)
+        except grpc.RpcError as exc:
+            sys.exit(f"{exc.code().name}: {exc.details()}")
     print(
         f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
         f"model {r.model_id}"
