@@ -191,6 +191,17 @@ def cache_key(model_id: str, preprocess_version: str, image_sha256: str) -> str:
     return f"samserve:emb:{model_id}:{preprocess_version}:{image_sha256}"
 
 
+def model_id_tensor(model_id: str, n: int = 1) -> np.ndarray:
+    """The MODEL_ID tensor (TYPE_STRING, dims [1]) of `n` requests or batch rows: (n, 1) bytes."""
+    return np.full((n, 1), model_id.encode(), dtype=np.object_)
+
+
+def model_id_of(tensor: np.ndarray) -> str:
+    """The model id a MODEL_ID tensor carries (its first element)."""
+    value = tensor.reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def model_mismatch(made_by: str, serves: str) -> str | None:
     """The refusal of an embedding made by another model (None when it is this model's)."""
     if made_by == serves:

@@ -12,7 +12,12 @@ import torch
 from samserve.client import PromptSpec
 from samserve.devtools.sample_images import encode, synthetic_image
 from tests.fidelity.test_amg_parity import LOW, match
-from tests.fidelity.test_predictor_parity import compare, prompt_kinds, reference
+from tests.fidelity.test_predictor_parity import (
+    assert_reference_masks_nontrivial,
+    compare,
+    prompt_kinds,
+    reference,
+)
 
 SHAPES = {"portrait": (640, 427), "elongated": (333, 1500)}
 
@@ -129,14 +134,4 @@ def test_generate_masks_matches_mobile_sams_generator(mobile_sam_stack, fidelity
 
 
 def test_reference_masks_are_not_trivial(predictors):
-    """Guards the parity tests: the random-weight MobileSAM must give masks that are neither
-    empty nor full, or equal masks would prove nothing."""
-    fractions = []
-    for shape in SHAPES:
-        predictor, _ = predictors(shape)
-        h, w = SHAPES[shape]
-        for spec in prompt_kinds(h, w).values():
-            masks, _, _ = reference(predictor, spec, True)
-            fractions.extend(m.mean() for m in masks)
-    nontrivial = [f for f in fractions if 0.02 < f < 0.98]
-    assert len(nontrivial) >= len(fractions) // 2, fractions
+    assert_reference_masks_nontrivial(predictors, SHAPES)

@@ -146,18 +146,21 @@ def test_several_prompts_in_one_request_match_one_by_one(client, predictors):
         assert np.mean([iou(a, b) for a, b in zip(seg.prompts[i].masks, ref_masks, strict=True)]) >= 0.99, i
 
 
-def test_reference_masks_are_not_trivial(predictors):
-    """Guards the parity tests: the random-weight model must produce masks that are neither
-    empty nor full, or equal masks would prove nothing."""
+def assert_reference_masks_nontrivial(predictors, shapes: dict[str, tuple[int, int]]) -> None:
+    """Guards parity tests: a random-weight model must produce masks that are neither empty
+    nor full, or equal masks would prove nothing."""
     fractions = []
-    for shape in SHAPES:
+    for shape, (h, w) in shapes.items():
         predictor, _ = predictors(shape)
-        h, w = SHAPES[shape]
         for spec in prompt_kinds(h, w).values():
             masks, _, _ = reference(predictor, spec, True)
             fractions.extend(m.mean() for m in masks)
     nontrivial = [f for f in fractions if 0.02 < f < 0.98]
     assert len(nontrivial) >= len(fractions) // 2, fractions
+
+
+def test_reference_masks_are_not_trivial(predictors):
+    assert_reference_masks_nontrivial(predictors, SHAPES)
 
 
 def sixteen_bit_png(h: int, w: int, channels: int, seed: int) -> bytes:

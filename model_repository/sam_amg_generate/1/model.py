@@ -15,6 +15,7 @@ from samserve.contract import (
     ENCODER,
     ENCODER_INPUT,
     MODEL_ID,
+    model_id_tensor,
 )
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import SamServeError
@@ -34,7 +35,7 @@ def _encoder(encoder: str, model_id: str):
 
 
 def _decoder(decoder: str, model_id: str):
-    made_by = np.array([[model_id.encode()]], dtype=np.object_)
+    made_by = model_id_tensor(model_id)
 
     def decode(embedding, point_coords, point_labels):
         b, low = len(point_coords), 4 * embedding.shape[-1]

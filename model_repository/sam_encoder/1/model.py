@@ -5,7 +5,7 @@ sam_encoder_trt) over BLS. Every embedding is returned with this model's id."""
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from samserve.contract import CORE_MODEL, EMBEDDINGS, ENCODER_INPUT, MODEL_ID, ModelInfo
+from samserve.contract import CORE_MODEL, EMBEDDINGS, ENCODER_INPUT, MODEL_ID, ModelInfo, model_id_tensor
 from samserve.triton.batching import run_concatenated
 from samserve.triton.bls import bls
 from samserve.triton.model_config import parse
@@ -18,7 +18,7 @@ class TritonPythonModel:
         config, params = parse(args)
         info = ModelInfo.from_parameters(params)
         self.expected = (3, info.img_size, info.img_size)
-        self.model_id = info.model_id.encode()
+        self.model_id = info.model_id
         self.max_batch = int(config["max_batch_size"])
         self.core_model = params.get(CORE_MODEL, "")
         self.session = None if self.core_model else onnx_session(args, params)
@@ -35,8 +35,7 @@ class TritonPythonModel:
         return self.session.run([EMBEDDINGS], {ENCODER_INPUT: batch})[0].astype(np.float16)
 
     def _response(self, emb):
-        ids = np.full((len(emb), 1), self.model_id, dtype=np.object_)
-        return tensors_response({EMBEDDINGS: emb, MODEL_ID: ids})
+        return tensors_response({EMBEDDINGS: emb, MODEL_ID: model_id_tensor(self.model_id, len(emb))})
 
     def execute(self, requests):
         return batched_responses(

@@ -51,6 +51,16 @@ def _check_xy(field: str, x: float, y: float, height: int, width: int) -> None:
             raise InvalidInput(f"{field}.{axis} = {v:g} is outside the image; allowed 0..{hi} ({width}x{height} image)")
 
 
+def check_counts(prompts, max_prompts: int, max_points: int) -> None:
+    """The limits on counts, read with len() alone: any sequence of anything with `.points`
+    (the core's Prompts, or protobuf messages before they are converted)."""
+    if len(prompts) > max_prompts:
+        raise InvalidInput(f"prompts: {len(prompts)} prompts; at most {max_prompts} per request")
+    for i, p in enumerate(prompts):
+        if len(p.points) > max_points:
+            raise InvalidInput(f"prompts[{i}].points: {len(p.points)} points; at most {max_points} per prompt")
+
+
 def validate_prompts(
     prompts: list[Prompt],
     original_size: tuple[int, int],
@@ -62,15 +72,12 @@ def validate_prompts(
     height, width = original_size
     if not prompts:
         raise InvalidInput("prompts: at least one prompt is required")
-    if len(prompts) > max_prompts:
-        raise InvalidInput(f"prompts: {len(prompts)} prompts; at most {max_prompts} per request")
+    check_counts(prompts, max_prompts, max_points)
     for i, p in enumerate(prompts):
         field = f"prompts[{i}]"
         n = len(p.points)
         if n == 0 and p.box is None:
             raise InvalidInput(f"{field}: needs at least one point or a box")
-        if n > max_points:
-            raise InvalidInput(f"{field}.points: {n} points; at most {max_points} per prompt")
         for j in range(n):
             _check_xy(f"{field}.points[{j}]", float(p.points[j, 0]), float(p.points[j, 1]), height, width)
             if int(p.labels[j]) not in (0, 1):

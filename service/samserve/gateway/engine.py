@@ -31,6 +31,7 @@ from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+AMG_FEWER_MASKS = "raise pred_iou_thresh or stability_score_thresh, or ask for COCO RLE"
 MODELS_REREAD_S = 2.0  # an unknown model name re-reads Triton's models at most this often
 
 
@@ -331,11 +332,7 @@ class SamEngine:
         encoded = await asyncio.gather(*(one(low, c) for low, _ in selected for c in range(n_masks)))
         size = sum(payload_bytes(m, fmt) for part in encoded for m in part)
         size += sum(low.nbytes for low, _ in selected) if return_logits else 0
-        if size > self.settings.max_response_bytes:
-            raise Overloaded(
-                f"output: the masks encode to {size} bytes, over the response limit of "
-                f"{self.settings.max_response_bytes} bytes; send fewer prompts or a smaller image"
-            )
+        self._check_response(size, "send fewer prompts or a smaller image")
         return [
             PromptOutput(
                 masks=[m for part in encoded[i * n_masks : (i + 1) * n_masks] for m in part],
@@ -386,17 +383,16 @@ class SamEngine:
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
             h, w = entry.original_size
-            self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64))
+            self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64), AMG_FEWER_MASKS)
         records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
-        self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records))
+        self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records), AMG_FEWER_MASKS)
         return GenerateResult(image_id, entry.original_size, cached, records)
 
-    def _check_response(self, size: int) -> None:
+    def _check_response(self, size: int, advice: str) -> None:
         if size > self.settings.max_response_bytes:
             raise Overloaded(
                 f"output: the masks encode to {size} bytes, over the response limit of "
-                f"{self.settings.max_response_bytes} bytes; raise pred_iou_thresh or stability_score_thresh, "
-                "or ask for COCO RLE"
+                f"{self.settings.max_response_bytes} bytes; {advice}"
             )
 
     async def ready(self) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from samserve.contract import model_mismatch
+from samserve.contract import model_id_of, model_mismatch
 
 
 class ModelMismatch(ValueError):
@@ -19,8 +19,7 @@ def refuse_other_models(made_by: np.ndarray | None, model_id: str) -> None:
     """Raises ModelMismatch unless the request's model_id input (when it has one) is this model's."""
     if made_by is None:
         return  # a caller of a version before model ids: nothing to check
-    value = made_by.reshape(-1)[0]
-    refused = model_mismatch(value.decode() if isinstance(value, bytes) else str(value), model_id)
+    refused = model_mismatch(model_id_of(made_by), model_id)
     if refused:
         raise ModelMismatch(refused)
 

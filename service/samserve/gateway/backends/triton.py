@@ -26,6 +26,8 @@ from samserve.contract import (
     PREFIX_SEPARATOR,
     ModelInfo,
     config_parameters,
+    model_id_of,
+    model_id_tensor,
 )
 from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded, SamServeError
 from samserve.gateway.request_id import REQUEST_ID
@@ -57,15 +59,6 @@ def _translate(exc: InferenceServerException, what: str) -> SamServeError:
     if status == "RESOURCE_EXHAUSTED":
         return Overloaded(f"Triton is over capacity for {what}; retry with backoff")
     return BackendError(f"internal error while Triton ran {what}")
-
-
-def _id_tensor(model_id: str) -> np.ndarray:
-    return np.array([[model_id.encode()]], dtype=np.object_)
-
-
-def _text(tensor: np.ndarray) -> str:
-    value = tensor.reshape(-1)[0]
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TritonBackend:
@@ -154,7 +147,7 @@ class TritonBackend:
         emb, made_by = await self._infer(
             model.triton(ENCODER), {ENCODER_INPUT: images}, list(ENCODER_OUTPUTS), deadline_s
         )
-        return emb, _text(made_by)
+        return emb, model_id_of(made_by)
 
     async def decode(
         self,
@@ -171,7 +164,7 @@ class TritonBackend:
         another model's), and B prompts -> ((B, 4, L, L), (B, 4))."""
         per_prompt = (point_coords, point_labels, mask_input, has_mask_input)  # + the request's batch dim
         inputs = dict(zip(DECODER_INPUTS, (image_embeddings, *(x[None] for x in per_prompt)), strict=True))
-        inputs[MODEL_ID] = _id_tensor(model_id)
+        inputs[MODEL_ID] = model_id_tensor(model_id)
         masks, iou = await self._infer(model.triton(DECODER), inputs, list(DECODER_OUTPUTS), deadline_s)
         return masks[0], iou[0]
 
@@ -190,7 +183,7 @@ class TritonBackend:
             EMBEDDINGS: image_embeddings,
             AMG_ORIGINAL_SIZE: np.array([original_size], dtype=np.int64),
             AMG_OPTIONS: np.array([[options_json.encode()]], dtype=np.object_),
-            MODEL_ID: _id_tensor(model_id),
+            MODEL_ID: model_id_tensor(model_id),
         }
         if image is not None:
             inputs[AMG_IMAGE] = image[None]

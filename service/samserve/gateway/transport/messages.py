@@ -8,7 +8,7 @@ from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import InvalidInput
 from samserve.core.mask_formats import MaskFormat
-from samserve.core.prompts import Prompt
+from samserve.core.prompts import Prompt, check_counts
 from samserve.gateway.engine import EmbedResult, GenerateResult, PromptOutput, SegmentResult
 from samserve.v1 import samserve_pb2 as pb
 
@@ -43,11 +43,7 @@ def _mask_input(m: pb.MaskInput, field: str) -> np.ndarray:
 def prompts_from_pb(prompts, max_prompts: int, max_points: int) -> list[Prompt]:
     """The request's prompts as the core's type, counts checked first: a request with millions
     of points is refused before any of them becomes a Python object (the event loop stays free)."""
-    if len(prompts) > max_prompts:
-        raise InvalidInput(f"prompts: {len(prompts)} prompts; at most {max_prompts} per request")
-    for i, p in enumerate(prompts):
-        if len(p.points) > max_points:
-            raise InvalidInput(f"prompts[{i}].points: {len(p.points)} points; at most {max_points} per prompt")
+    check_counts(prompts, max_prompts, max_points)
     return [prompt_from_pb(p, i) for i, p in enumerate(prompts)]
 
 
