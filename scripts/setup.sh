@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything samserve needs on a Debian/Ubuntu machine, idempotently:
-# redis-server and libpython (for Triton's python-backend stub) from apt, a virtualenv in .venv
-# with the package, its build/test extras and the tritonserver binary from nvidia-pytriton.
+# redis-server and libpython (for Triton's python-backend stub) from apt (with --browser also
+# chromium, for the page's tests), a virtualenv in .venv with the package, its build/test
+# extras and the tritonserver binary from nvidia-pytriton.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)  # the dashboard-query tests
+# --browser: Debian's chromium for the page's tests (Playwright drives it; no browser download)
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+fi
 ldconfig -p | grep -q "libpython${PYVER}.so.1.0" || packages+=("libpython${PYVER}")
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]} with apt-get"

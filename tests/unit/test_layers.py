@@ -85,9 +85,16 @@ TRITON_SIDE = [*py(PKG / "triton"), *sorted((ROOT / "model_repository").glob("*/
 LAYERS = {
     "triton_side_never_imports_the_gateway": (TRITON_SIDE, GATEWAY_ONLY, None),
     "core_imports_only_numpy_pillow_scipy": (
-        py(PKG / "core"),
+        [f for f in py(PKG / "core") if f.name != "polygons.py"],
         (),
         ("__future__", "numpy", "PIL", "scipy", "samserve.core", "samserve.contract"),
+    ),
+    # polygons are made in the gateway only (Triton's environment has no OpenCV): cv2 is
+    # imported inside its functions, so importing samserve.core never needs it
+    "core_polygons_import_only_opencv_more": (
+        [PKG / "core" / "polygons.py"],
+        (),
+        ("__future__", "numpy", "cv2"),
     ),
     "contract_imports_only_numpy": ([PKG / "contract.py"], (), ("__future__", "numpy")),
     "transport_builds_no_backend": (
@@ -116,6 +123,15 @@ LAYERS = {
         None,
     ),
 }
+
+
+def test_core_imports_without_opencv():
+    """Triton's environment has no OpenCV: every core module imports with cv2 unimportable."""
+    code = (
+        "import sys, pkgutil, importlib; sys.modules['cv2'] = None; import samserve.core as c; "
+        "[importlib.import_module('samserve.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 @pytest.mark.parametrize("rule", list(LAYERS))

@@ -97,11 +97,13 @@ async def _serve(settings) -> None:
             start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
             log.info("Prometheus metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         gateway = await start_gateway(settings, metrics)
-        print(
-            f"samserve listening on {settings.host}:{gateway.port} (gRPC samserve.v1.SegmentAnything); "
-            "Ctrl-C stops everything",
-            flush=True,
-        )
+        print(f"samserve listening on {settings.host}:{gateway.port} (gRPC samserve.v1.SegmentAnything)", flush=True)
+        if gateway.http_port is not None:
+            scheme = "https" if settings.tls_cert_file else "http"
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            url = f"{scheme}://{host}:{gateway.http_port}"
+            print(f"HTTP/JSON API on {url}/v1/ (schema {url}/openapi.json); the page: {url}/", flush=True)
+        print("Ctrl-C stops everything", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -190,15 +192,30 @@ def _amg(args) -> None:
         )
         if getattr(args, k) is not None
     }
+    from samserve.client.sdk import amg_records_from_pb
+    from samserve.v1 import samserve_pb2 as pb
+
+    fmt = pb.MASK_FORMAT_POLYGONS if args.polygons else pb.MASK_FORMAT_COCO_RLE
     with SamClient(args.server, timeout_s=None) as client:
         try:
-            records = client.generate_masks(data, model=args.model, **options)
+            response = client.generate_masks_pb(data, output_format=fmt, model=args.model, **options)
         except grpc.RpcError as exc:
             sys.exit(f"{exc.code().name}: {exc.details()}")
+    records = amg_records_from_pb(response)
     records.sort(key=lambda r: r.area, reverse=True)  # small masks drawn last stay visible
     rgb = decode_image(data, max_pixels=1 << 62, min_side=1)
     overlay(rgb, [r.segmentation for r in records]).save(args.out)
-    print(f"{len(records)} masks; overlay {args.out}")
+    written = f"; overlay {args.out}"
+    if args.coco:
+        import json
+
+        from samserve.client.coco import coco_document
+
+        size = (response.original_size.height, response.original_size.width)
+        doc = coco_document(records, size, Path(args.image).name, polygons=args.polygons)
+        Path(args.coco).write_text(json.dumps(doc))
+        written += f"; COCO JSON {args.coco} ({'polygons' if args.polygons else 'RLE'})"
+    print(f"{len(records)} masks{written}")
 
 
 def _bench(args) -> None:
@@ -266,6 +283,8 @@ def _serve_parser(sub) -> None:
     )
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--http-port", dest="http_port", type=int, help="HTTP/JSON API and the page (default 8080)")
+    s.add_argument("--no-http", dest="http_enabled", action="store_const", const=False, help="serve gRPC only")
     s.add_argument("--metrics-port", dest="metrics_port", type=int)
     s.add_argument(
         "--no-embedded",
@@ -299,6 +318,12 @@ def _client_parsers(sub) -> None:
     a = sub.add_parser("amg", help="segment everything (automatic mask generation); write an overlay PNG")
     a.add_argument("image")
     a.add_argument("--out", default="amg.png")
+    a.add_argument("--coco", metavar="FILE", help="also write the records as a COCO JSON document")
+    a.add_argument(
+        "--polygons",
+        action="store_true",
+        help="COCO segmentations as polygons (MASK_FORMAT_POLYGONS; COCO polygons drop holes) instead of RLE",
+    )
     a.add_argument("--points-per-side", dest="points_per_side", type=int)
     a.add_argument("--pred-iou-thresh", dest="pred_iou_thresh", type=float)
     a.add_argument("--stability-score-thresh", dest="stability_score_thresh", type=float)

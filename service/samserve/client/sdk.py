@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from samserve.core.mask_formats import packed_bits_to_mask, png_to_mask
+from samserve.core.polygons import PolygonPart, polygons_to_mask
 from samserve.core.rle import coco_rle_to_mask, counts_to_mask
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
@@ -42,6 +43,7 @@ class PromptMasks:
     masks: np.ndarray  # (C, H, W) bool
     iou_predictions: np.ndarray  # (C,) float32
     low_res_logits: np.ndarray | None  # (C, L, L) float32
+    polygons: list[list[PolygonPart]] | None = None  # per mask, with MASK_FORMAT_POLYGONS
 
 
 @dataclass
@@ -52,9 +54,21 @@ class Segmentation:
     prompts: list[PromptMasks]
 
 
+def polygons_of(m: pb.Mask) -> list[PolygonPart] | None:
+    """A MASK_FORMAT_POLYGONS mask's parts (None for the other formats)."""
+    if m.WhichOneof("data") != "polygons":
+        return None
+    return [
+        PolygonPart(np.asarray(p.exterior.xy, dtype=np.int32), [np.asarray(h.xy, dtype=np.int32) for h in p.holes])
+        for p in m.polygons.parts
+    ]
+
+
 def decode_mask(m: pb.Mask) -> np.ndarray:
-    """Any API mask format -> (H, W) bool."""
+    """Any API mask format -> (H, W) bool (polygons rasterised: exteriors filled, holes cleared)."""
     kind = m.WhichOneof("data")
+    if kind == "polygons":
+        return polygons_to_mask(polygons_of(m) or [], m.height, m.width)
     if kind == "coco_rle":
         return coco_rle_to_mask({"size": list(m.coco_rle.size), "counts": m.coco_rle.counts})
     if kind == "uncompressed_rle":
@@ -79,6 +93,7 @@ def segmentation_from_pb(r: pb.SegmentResponse) -> Segmentation:
                 np.stack([decode_mask(m) for m in res.masks]),
                 np.asarray(res.iou_predictions, dtype=np.float32),
                 logits,
+                [polygons_of(m) for m in res.masks] if res.masks and polygons_of(res.masks[0]) is not None else None,
             )
         )
     return Segmentation(r.image_id, (r.original_size.height, r.original_size.width), r.cached, prompts)
@@ -95,6 +110,7 @@ class AmgRecord:
     stability_score: float
     point_coords: list[list[float]]
     crop_box: list[int]
+    polygons: list[PolygonPart] | None = None  # with MASK_FORMAT_POLYGONS
 
 
 def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
@@ -107,6 +123,7 @@ def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
             m.stability_score,
             [[p.x, p.y] for p in m.point_coords],
             list(m.crop_box),
+            polygons_of(m.segmentation),
         )
         for m in r.masks
     ]
@@ -169,6 +186,7 @@ class SamClient:
         mask_format: int = pb.MASK_FORMAT_COCO_RLE,
         return_low_res_logits: bool = False,
         model: str = "",
+        polygon_tolerance: float = 0.0,
     ) -> Segmentation:
         req = pb.SegmentRequest(
             prompts=[p.to_pb() for p in prompts or []],
@@ -176,6 +194,7 @@ class SamClient:
             mask_format=mask_format,
             return_low_res_logits=return_low_res_logits,
             model=model,
+            polygon_tolerance=polygon_tolerance,
         )
         if image is not None:
             req.image = image
@@ -184,11 +203,20 @@ class SamClient:
         return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s, metadata=self.metadata))
 
     def generate_masks_pb(
-        self, image: bytes, output_format: int = pb.MASK_FORMAT_COCO_RLE, model: str = "", **options
+        self,
+        image: bytes,
+        output_format: int = pb.MASK_FORMAT_COCO_RLE,
+        model: str = "",
+        polygon_tolerance: float = 0.0,
+        **options,
     ) -> pb.GenerateMasksResponse:
         """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
         req = pb.GenerateMasksRequest(
-            image=image, options=pb.AmgOptions(**options), output_format=output_format, model=model
+            image=image,
+            options=pb.AmgOptions(**options),
+            output_format=output_format,
+            model=model,
+            polygon_tolerance=polygon_tolerance,
         )
         return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 

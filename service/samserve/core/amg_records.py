@@ -30,7 +30,7 @@ def _xywh(box: np.ndarray) -> list[int]:
 
 
 def records_from_arrays(
-    arrays: dict[str, np.ndarray], original_size: tuple[int, int], fmt: MaskFormat
+    arrays: dict[str, np.ndarray], original_size: tuple[int, int], fmt: MaskFormat, polygon_tolerance: float = 0.0
 ) -> list[MaskRecord]:
     """arrays: rle_counts (N,) bytes of uint32 LE counts; boxes (N, 4) XYXY; predicted_iou,
     stability_score (N,); point_coords (N, 2); crop_boxes (N, 4) XYXY."""
@@ -43,7 +43,7 @@ def records_from_arrays(
         elif fmt is MaskFormat.UNCOMPRESSED_RLE:
             segmentation = counts.tolist()
         else:
-            segmentation = encode_mask(counts_to_mask(counts.tolist(), h, w), fmt)
+            segmentation = encode_mask(counts_to_mask(counts.tolist(), h, w), fmt, polygon_tolerance)
         records.append(
             MaskRecord(
                 segmentation=segmentation,

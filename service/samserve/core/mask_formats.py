@@ -1,4 +1,4 @@
-"""Encoding masks in the API's formats (COCO RLE, uncompressed RLE, PNG, packed bits)."""
+"""Encoding masks in the API's formats (COCO RLE, uncompressed RLE, PNG, packed bits, polygons)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from samserve.core.polygons import PolygonPart, mask_to_polygons
 from samserve.core.rle import mask_to_coco_rle, mask_to_counts
 
 
@@ -16,6 +17,7 @@ class MaskFormat(enum.Enum):
     UNCOMPRESSED_RLE = "uncompressed_rle"
     PNG = "png"
     PACKED_BITS = "packed_bits"
+    POLYGONS = "polygons"
 
 
 def mask_to_png(mask: np.ndarray) -> bytes:
@@ -39,22 +41,30 @@ def packed_bits_to_mask(data: bytes, height: int, width: int) -> np.ndarray:
     return bits.reshape(height, width).astype(bool)
 
 
-def encode_mask(mask: np.ndarray, fmt: MaskFormat) -> dict | list[int] | bytes:
-    """The format's payload: dict for COCO RLE, counts for uncompressed RLE, bytes otherwise."""
+Payload = dict | list[int] | bytes | list[PolygonPart]
+
+
+def encode_mask(mask: np.ndarray, fmt: MaskFormat, polygon_tolerance: float = 0.0) -> Payload:
+    """The format's payload: dict for COCO RLE, counts for uncompressed RLE, parts for
+    polygons, bytes otherwise."""
     if fmt is MaskFormat.COCO_RLE:
         return mask_to_coco_rle(mask)
     if fmt is MaskFormat.UNCOMPRESSED_RLE:
         return mask_to_counts(mask)
     if fmt is MaskFormat.PNG:
         return mask_to_png(mask)
+    if fmt is MaskFormat.POLYGONS:
+        return mask_to_polygons(mask, polygon_tolerance)
     return mask_to_packed_bits(mask)
 
 
-def payload_bytes(payload: dict | list[int] | bytes, fmt: MaskFormat) -> int:
-    """About what a mask's payload takes in a response (an upper bound for uncompressed RLE:
-    a protobuf varint of a count is at most 5 bytes)."""
+def payload_bytes(payload: Payload, fmt: MaskFormat) -> int:
+    """About what a mask's payload takes in a response (an upper bound for uncompressed RLE
+    and polygons: a protobuf varint of a count or a coordinate is at most 5 bytes)."""
     if fmt is MaskFormat.COCO_RLE:
         return len(payload["counts"]) + 16  # type: ignore[index]
     if fmt is MaskFormat.UNCOMPRESSED_RLE:
         return 5 * len(payload) + 16
+    if fmt is MaskFormat.POLYGONS:
+        return sum(5 * (p.exterior.size + sum(h.size for h in p.holes)) + 8 * (2 + len(p.holes)) for p in payload)
     return len(payload)  # type: ignore[arg-type]

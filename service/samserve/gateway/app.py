@@ -1,5 +1,5 @@
-"""The gateway's composition: backends (Triton client, Redis cache) -> engine -> gRPC server.
-One function for the CLI and the tests."""
+"""The gateway's composition: backends (Triton client, Redis cache) -> engine -> the shared
+RPCs -> the gRPC server and the HTTP/JSON server. One function for the CLI and the tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings, redact_url
+from samserve.gateway.transport.health import HealthWatch
+from samserve.gateway.transport.http_api import HttpApi
+from samserve.gateway.transport.http_server import HttpServer, start_http_server
+from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.server import GrpcServer, start_grpc_server
+from samserve.gateway.transport.status import Admission
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +24,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class Gateway:
     grpc: GrpcServer
+    http: HttpServer | None
     engine: SamEngine
     metrics: Metrics
+    health: HealthWatch
 
     @property
     def port(self) -> int:
         return self.grpc.port
 
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
+
     async def stop(self, grace: float = 2.0) -> None:
+        await self.health.stop()
+        if self.http is not None:
+            await self.http.stop(grace)
         await self.grpc.stop(grace)
         await self.engine.close()
 
@@ -47,6 +61,18 @@ def compose_engine(settings: Settings, metrics: Metrics) -> SamEngine:
 async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> Gateway:
     metrics = metrics or Metrics()
     engine = compose_engine(settings, metrics)
-    server = await start_grpc_server(engine, settings, metrics)
+    rpcs = Rpcs(engine)
+    admission = Admission(settings.max_concurrent_requests)  # shared: the limit is the gateway's
+    health = HealthWatch(engine)
+    grpc_server = await start_grpc_server(rpcs, settings, metrics, admission, health)
+    http_server = None
+    if settings.http_enabled:
+        try:
+            api = HttpApi(rpcs, engine, settings, metrics, admission, health)
+            http_server = await start_http_server(api.app(), settings)
+        except BaseException:
+            await grpc_server.stop(0)
+            raise
+    health.start()
     log.info("gateway backends: Triton %s, Redis %s", settings.triton_url, redact_url(settings.redis_url) or "disabled")
-    return Gateway(server, engine, metrics)
+    return Gateway(grpc_server, http_server, engine, metrics, health)

@@ -70,11 +70,16 @@ class GenerateResult(ImageResult):
 
 
 def masks_at_original_size(
-    low: np.ndarray, model: ModelInfo, input_size: tuple[int, int], original_size: tuple[int, int], fmt: MaskFormat
+    low: np.ndarray,
+    model: ModelInfo,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    fmt: MaskFormat,
+    polygon_tolerance: float = 0.0,
 ) -> list:
     """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
     logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
-    return [encode_mask(m > model.mask_threshold, fmt) for m in logits]
+    return [encode_mask(m > model.mask_threshold, fmt, polygon_tolerance) for m in logits]
 
 
 class SamEngine:
@@ -93,7 +98,7 @@ class SamEngine:
         self._default = ""
         self._loaded_at = 0.0
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
-        self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self._cpu)
+        self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -157,7 +162,8 @@ class SamEngine:
         assert self._models is not None
         return sorted(self._models.values(), key=lambda m: m.name), self._default
 
-    async def _cpu(self, fn: Callable, *args):
+    async def run_cpu(self, fn: Callable, *args):
+        """`fn(*args)` on the engine's CPU threads (decoding, masks, a transport's encoding)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
     async def embedding(
@@ -201,6 +207,7 @@ class SamEngine:
         return_logits: bool,
         deadline: Deadline,
         model_name: str | None = None,
+        polygon_tolerance: float = 0.0,
     ) -> SegmentResult:
         deadline.remaining("starting")
         s = self.settings
@@ -233,7 +240,8 @@ class SamEngine:
                         f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
                         f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
                     ) from None
-        outputs = await self._finish(selected, entry, model, 3 if multimask_output else 1, fmt, return_logits)
+        n_masks = 3 if multimask_output else 1
+        outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
         return SegmentResult(image_id, entry.original_size, cached, outputs)
 
     async def _served_model_changed(self, model: ModelInfo, made_by: str) -> bool:
@@ -316,6 +324,7 @@ class SamEngine:
         n_masks: int,
         fmt: MaskFormat,
         return_logits: bool,
+        polygon_tolerance: float,
     ) -> list[PromptOutput]:
         """Masks at the original size in `fmt`. One job per mask: upsampling and encoding release
         the GIL, so the masks of a request are finished in parallel on the executor's threads."""
@@ -325,8 +334,14 @@ class SamEngine:
 
         async def one(low: np.ndarray, c: int) -> list:
             async with share:
-                return await self._cpu(
-                    masks_at_original_size, low[c : c + 1], model, entry.input_size, entry.original_size, fmt
+                return await self.run_cpu(
+                    masks_at_original_size,
+                    low[c : c + 1],
+                    model,
+                    entry.input_size,
+                    entry.original_size,
+                    fmt,
+                    polygon_tolerance,
                 )
 
         encoded = await asyncio.gather(*(one(low, c) for low, _ in selected for c in range(n_masks)))
@@ -343,7 +358,13 @@ class SamEngine:
         ]
 
     async def generate_masks(
-        self, image: bytes, opts: AmgOptions, fmt: MaskFormat, deadline: Deadline, model_name: str | None = None
+        self,
+        image: bytes,
+        opts: AmgOptions,
+        fmt: MaskFormat,
+        deadline: Deadline,
+        model_name: str | None = None,
+        polygon_tolerance: float = 0.0,
     ) -> GenerateResult:
         """SamAutomaticMaskGenerator inside Triton. Options and the work budgets are checked
         before any work (those that need the image's size once it is decoded, before the
@@ -360,7 +381,7 @@ class SamEngine:
 
         rgb = None
         if opts.crop_n_layers > 0:  # crops are embedded from the pixels
-            rgb = await self._cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
+            rgb = await self.run_cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         for attempt in (1, 2):
             image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
             model = await self.model(model_name)
@@ -384,7 +405,7 @@ class SamEngine:
         if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
             h, w = entry.original_size
             self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64), AMG_FEWER_MASKS)
-        records = await self._cpu(records_from_arrays, arrays, entry.original_size, fmt)
+        records = await self.run_cpu(records_from_arrays, arrays, entry.original_size, fmt, polygon_tolerance)
         self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records), AMG_FEWER_MASKS)
         return GenerateResult(image_id, entry.original_size, cached, records)
 

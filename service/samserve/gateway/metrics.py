@@ -17,6 +17,16 @@ class Metrics:
         self.latency = Histogram(
             "samserve_request_seconds", "RPC latency", ["method", "code"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.http_requests = Counter(
+            "samserve_http_requests", "HTTP requests by route and status code", ["route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "samserve_http_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("samserve_requests_in_flight", "RPCs being served", registry=r)
         self.cache = Counter("samserve_cache", "embedding cache lookups", ["result"], registry=r)
         self.cache_errors = Counter(

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # gateway
     host: str = Field("127.0.0.1", description="address the gRPC server binds")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP/JSON API and the page (0 = pick a free one)")
+    http_enabled: bool = True
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port (0 = pick a free one)")
     metrics_enabled: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

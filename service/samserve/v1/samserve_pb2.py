@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asamserve/v1/samserve.proto\x12\x0bsamserve.v1\"*\n\tImageSize\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\"F\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x18\n\x10return_embedding\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\"7\n\tEmbedding\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\xc9\x01\n\rEmbedResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12*\n\ninput_size\x18\x03 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12)\n\tembedding\x18\x06 \x01(\x0b\x32\x16.samserve.v1.Embedding\",\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\x05\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"8\n\tMaskInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\"\x98\x01\n\x06Prompt\x12\"\n\x06points\x18\x01 \x03(\x0b\x32\x12.samserve.v1.Point\x12\"\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x10.samserve.v1.BoxH\x00\x88\x01\x01\x12/\n\nmask_input\x18\x03 \x01(\x0b\x32\x16.samserve.v1.MaskInputH\x01\x88\x01\x01\x42\x06\n\x04_boxB\r\n\x0b_mask_input\"\xfb\x01\n\x0eSegmentRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12$\n\x07prompts\x18\x03 \x03(\x0b\x32\x13.samserve.v1.Prompt\x12\x1d\n\x10multimask_output\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12,\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x17.samserve.v1.MaskFormat\x12\x1d\n\x15return_low_res_logits\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\tB\x0e\n\x0cimage_sourceB\x13\n\x11_multimask_output\"\'\n\x07\x43ocoRle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\t\"/\n\x0fUncompressedRle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\r\"\xb7\x01\n\x04Mask\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12(\n\x08\x63oco_rle\x18\x03 \x01(\x0b\x32\x14.samserve.v1.CocoRleH\x00\x12\x38\n\x10uncompressed_rle\x18\x04 \x01(\x0b\x32\x1c.samserve.v1.UncompressedRleH\x00\x12\r\n\x03png\x18\x05 \x01(\x0cH\x00\x12\x15\n\x0bpacked_bits\x18\x06 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\";\n\x0cLowResLogits\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\"|\n\x0cPromptResult\x12 \n\x05masks\x18\x01 \x03(\x0b\x32\x11.samserve.v1.Mask\x12\x17\n\x0fiou_predictions\x18\x02 \x03(\x02\x12\x31\n\x0elow_res_logits\x18\x03 \x03(\x0b\x32\x19.samserve.v1.LowResLogits\"\x8e\x01\n\x0fSegmentResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12*\n\x07results\x18\x04 \x03(\x0b\x32\x19.samserve.v1.PromptResult\"\xf8\x04\n\nAmgOptions\x12\x1c\n\x0fpoints_per_side\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10points_per_batch\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1c\n\x0fpred_iou_thresh\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12#\n\x16stability_score_thresh\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12#\n\x16stability_score_offset\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1b\n\x0e\x62ox_nms_thresh\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1a\n\rcrop_n_layers\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x1c\n\x0f\x63rop_nms_thresh\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x1f\n\x12\x63rop_overlap_ratio\x18\t \x01(\x01H\x08\x88\x01\x01\x12+\n\x1e\x63rop_n_points_downscale_factor\x18\n \x01(\x05H\t\x88\x01\x01\x12!\n\x14min_mask_region_area\x18\x0b \x01(\x05H\n\x88\x01\x01\x42\x12\n\x10_points_per_sideB\x13\n\x11_points_per_batchB\x12\n\x10_pred_iou_threshB\x19\n\x17_stability_score_threshB\x19\n\x17_stability_score_offsetB\x11\n\x0f_box_nms_threshB\x10\n\x0e_crop_n_layersB\x12\n\x10_crop_nms_threshB\x15\n\x13_crop_overlap_ratioB!\n\x1f_crop_n_points_downscale_factorB\x17\n\x15_min_mask_region_area\"\x8e\x01\n\x14GenerateMasksRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.samserve.v1.AmgOptions\x12.\n\routput_format\x18\x03 \x01(\x0e\x32\x17.samserve.v1.MaskFormat\x12\r\n\x05model\x18\x04 \x01(\t\"\x1f\n\x07PointXY\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\xbf\x01\n\nMaskRecord\x12\'\n\x0csegmentation\x18\x01 \x01(\x0b\x32\x11.samserve.v1.Mask\x12\x0c\n\x04\x62\x62ox\x18\x02 \x03(\x03\x12\x0c\n\x04\x61rea\x18\x03 \x01(\x03\x12\x15\n\rpredicted_iou\x18\x04 \x01(\x02\x12\x17\n\x0fstability_score\x18\x05 \x01(\x02\x12*\n\x0cpoint_coords\x18\x06 \x03(\x0b\x32\x14.samserve.v1.PointXY\x12\x10\n\x08\x63rop_box\x18\x07 \x03(\x03\"\x90\x01\n\x15GenerateMasksResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12&\n\x05masks\x18\x04 \x03(\x0b\x32\x17.samserve.v1.MaskRecord\"\x13\n\x11ListModelsRequest\"\xd4\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12*\n\ninput_size\x18\x05 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0f\n\x07prompts\x18\x06 \x03(\t\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x1a\n\x12returns_embeddings\x18\x08 \x01(\x08\x12\x12\n\nis_default\x18\t \x01(\x08\"Z\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.samserve.v1.ModelDescription\x12\x15\n\rdefault_model\x18\x02 \x01(\t*\x97\x01\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14MASK_FORMAT_COCO_RLE\x10\x01\x12 \n\x1cMASK_FORMAT_UNCOMPRESSED_RLE\x10\x02\x12\x13\n\x0fMASK_FORMAT_PNG\x10\x03\x12\x1b\n\x17MASK_FORMAT_PACKED_BITS\x10\x04\x32\xbe\x02\n\x0fSegmentAnything\x12>\n\x05\x45mbed\x12\x19.samserve.v1.EmbedRequest\x1a\x1a.samserve.v1.EmbedResponse\x12\x44\n\x07Segment\x12\x1b.samserve.v1.SegmentRequest\x1a\x1c.samserve.v1.SegmentResponse\x12V\n\rGenerateMasks\x12!.samserve.v1.GenerateMasksRequest\x1a\".samserve.v1.GenerateMasksResponse\x12M\n\nListModels\x12\x1e.samserve.v1.ListModelsRequest\x1a\x1f.samserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asamserve/v1/samserve.proto\x12\x0bsamserve.v1\"*\n\tImageSize\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\"F\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x18\n\x10return_embedding\x18\x02 \x01(\x08\x12\r\n\x05model\x18\x03 \x01(\t\"7\n\tEmbedding\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\xc9\x01\n\rEmbedResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12*\n\ninput_size\x18\x03 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12)\n\tembedding\x18\x06 \x01(\x0b\x32\x16.samserve.v1.Embedding\",\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\x05\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"8\n\tMaskInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\"\x98\x01\n\x06Prompt\x12\"\n\x06points\x18\x01 \x03(\x0b\x32\x12.samserve.v1.Point\x12\"\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x10.samserve.v1.BoxH\x00\x88\x01\x01\x12/\n\nmask_input\x18\x03 \x01(\x0b\x32\x16.samserve.v1.MaskInputH\x01\x88\x01\x01\x42\x06\n\x04_boxB\r\n\x0b_mask_input\"\x96\x02\n\x0eSegmentRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12$\n\x07prompts\x18\x03 \x03(\x0b\x32\x13.samserve.v1.Prompt\x12\x1d\n\x10multimask_output\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12,\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x17.samserve.v1.MaskFormat\x12\x1d\n\x15return_low_res_logits\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x19\n\x11polygon_tolerance\x18\x08 \x01(\x02\x42\x0e\n\x0cimage_sourceB\x13\n\x11_multimask_output\"\'\n\x07\x43ocoRle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\t\"/\n\x0fUncompressedRle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\r\"\x12\n\x04Ring\x12\n\n\x02xy\x18\x01 \x03(\x05\"T\n\x0bPolygonPart\x12#\n\x08\x65xterior\x18\x01 \x01(\x0b\x32\x11.samserve.v1.Ring\x12 \n\x05holes\x18\x02 \x03(\x0b\x32\x11.samserve.v1.Ring\"3\n\x08Polygons\x12\'\n\x05parts\x18\x01 \x03(\x0b\x32\x18.samserve.v1.PolygonPart\"\xe2\x01\n\x04Mask\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12(\n\x08\x63oco_rle\x18\x03 \x01(\x0b\x32\x14.samserve.v1.CocoRleH\x00\x12\x38\n\x10uncompressed_rle\x18\x04 \x01(\x0b\x32\x1c.samserve.v1.UncompressedRleH\x00\x12\r\n\x03png\x18\x05 \x01(\x0cH\x00\x12\x15\n\x0bpacked_bits\x18\x06 \x01(\x0cH\x00\x12)\n\x08polygons\x18\x07 \x01(\x0b\x32\x15.samserve.v1.PolygonsH\x00\x42\x06\n\x04\x64\x61ta\";\n\x0cLowResLogits\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\"|\n\x0cPromptResult\x12 \n\x05masks\x18\x01 \x03(\x0b\x32\x11.samserve.v1.Mask\x12\x17\n\x0fiou_predictions\x18\x02 \x03(\x02\x12\x31\n\x0elow_res_logits\x18\x03 \x03(\x0b\x32\x19.samserve.v1.LowResLogits\"\x8e\x01\n\x0fSegmentResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12*\n\x07results\x18\x04 \x03(\x0b\x32\x19.samserve.v1.PromptResult\"\xf8\x04\n\nAmgOptions\x12\x1c\n\x0fpoints_per_side\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10points_per_batch\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1c\n\x0fpred_iou_thresh\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12#\n\x16stability_score_thresh\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12#\n\x16stability_score_offset\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1b\n\x0e\x62ox_nms_thresh\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1a\n\rcrop_n_layers\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x1c\n\x0f\x63rop_nms_thresh\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x1f\n\x12\x63rop_overlap_ratio\x18\t \x01(\x01H\x08\x88\x01\x01\x12+\n\x1e\x63rop_n_points_downscale_factor\x18\n \x01(\x05H\t\x88\x01\x01\x12!\n\x14min_mask_region_area\x18\x0b \x01(\x05H\n\x88\x01\x01\x42\x12\n\x10_points_per_sideB\x13\n\x11_points_per_batchB\x12\n\x10_pred_iou_threshB\x19\n\x17_stability_score_threshB\x19\n\x17_stability_score_offsetB\x11\n\x0f_box_nms_threshB\x10\n\x0e_crop_n_layersB\x12\n\x10_crop_nms_threshB\x15\n\x13_crop_overlap_ratioB!\n\x1f_crop_n_points_downscale_factorB\x17\n\x15_min_mask_region_area\"\xa9\x01\n\x14GenerateMasksRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.samserve.v1.AmgOptions\x12.\n\routput_format\x18\x03 \x01(\x0e\x32\x17.samserve.v1.MaskFormat\x12\r\n\x05model\x18\x04 \x01(\t\x12\x19\n\x11polygon_tolerance\x18\x05 \x01(\x02\"\x1f\n\x07PointXY\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\xbf\x01\n\nMaskRecord\x12\'\n\x0csegmentation\x18\x01 \x01(\x0b\x32\x11.samserve.v1.Mask\x12\x0c\n\x04\x62\x62ox\x18\x02 \x03(\x03\x12\x0c\n\x04\x61rea\x18\x03 \x01(\x03\x12\x15\n\rpredicted_iou\x18\x04 \x01(\x02\x12\x17\n\x0fstability_score\x18\x05 \x01(\x02\x12*\n\x0cpoint_coords\x18\x06 \x03(\x0b\x32\x14.samserve.v1.PointXY\x12\x10\n\x08\x63rop_box\x18\x07 \x03(\x03\"\x90\x01\n\x15GenerateMasksResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12-\n\roriginal_size\x18\x02 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12&\n\x05masks\x18\x04 \x03(\x0b\x32\x17.samserve.v1.MaskRecord\"\x13\n\x11ListModelsRequest\"\xd4\x01\n\x10ModelDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12*\n\ninput_size\x18\x05 \x01(\x0b\x32\x16.samserve.v1.ImageSize\x12\x0f\n\x07prompts\x18\x06 \x03(\t\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x1a\n\x12returns_embeddings\x18\x08 \x01(\x08\x12\x12\n\nis_default\x18\t \x01(\x08\"Z\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.samserve.v1.ModelDescription\x12\x15\n\rdefault_model\x18\x02 \x01(\t*\xb1\x01\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14MASK_FORMAT_COCO_RLE\x10\x01\x12 \n\x1cMASK_FORMAT_UNCOMPRESSED_RLE\x10\x02\x12\x13\n\x0fMASK_FORMAT_PNG\x10\x03\x12\x1b\n\x17MASK_FORMAT_PACKED_BITS\x10\x04\x12\x18\n\x14MASK_FORMAT_POLYGONS\x10\x05\x32\xbe\x02\n\x0fSegmentAnything\x12>\n\x05\x45mbed\x12\x19.samserve.v1.EmbedRequest\x1a\x1a.samserve.v1.EmbedResponse\x12\x44\n\x07Segment\x12\x1b.samserve.v1.SegmentRequest\x1a\x1c.samserve.v1.SegmentResponse\x12V\n\rGenerateMasks\x12!.samserve.v1.GenerateMasksRequest\x1a\".samserve.v1.GenerateMasksResponse\x12M\n\nListModels\x12\x1e.samserve.v1.ListModelsRequest\x1a\x1f.samserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samserve.v1.samserve_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MASKFORMAT']._serialized_start=3079
-  _globals['_MASKFORMAT']._serialized_end=3230
+  _globals['_MASKFORMAT']._serialized_start=3335
+  _globals['_MASKFORMAT']._serialized_end=3512
   _globals['_IMAGESIZE']._serialized_start=43
   _globals['_IMAGESIZE']._serialized_end=85
   _globals['_EMBEDREQUEST']._serialized_start=87
@@ -50,35 +50,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROMPT']._serialized_start=580
   _globals['_PROMPT']._serialized_end=732
   _globals['_SEGMENTREQUEST']._serialized_start=735
-  _globals['_SEGMENTREQUEST']._serialized_end=986
-  _globals['_COCORLE']._serialized_start=988
-  _globals['_COCORLE']._serialized_end=1027
-  _globals['_UNCOMPRESSEDRLE']._serialized_start=1029
-  _globals['_UNCOMPRESSEDRLE']._serialized_end=1076
-  _globals['_MASK']._serialized_start=1079
-  _globals['_MASK']._serialized_end=1262
-  _globals['_LOWRESLOGITS']._serialized_start=1264
-  _globals['_LOWRESLOGITS']._serialized_end=1323
-  _globals['_PROMPTRESULT']._serialized_start=1325
-  _globals['_PROMPTRESULT']._serialized_end=1449
-  _globals['_SEGMENTRESPONSE']._serialized_start=1452
-  _globals['_SEGMENTRESPONSE']._serialized_end=1594
-  _globals['_AMGOPTIONS']._serialized_start=1597
-  _globals['_AMGOPTIONS']._serialized_end=2229
-  _globals['_GENERATEMASKSREQUEST']._serialized_start=2232
-  _globals['_GENERATEMASKSREQUEST']._serialized_end=2374
-  _globals['_POINTXY']._serialized_start=2376
-  _globals['_POINTXY']._serialized_end=2407
-  _globals['_MASKRECORD']._serialized_start=2410
-  _globals['_MASKRECORD']._serialized_end=2601
-  _globals['_GENERATEMASKSRESPONSE']._serialized_start=2604
-  _globals['_GENERATEMASKSRESPONSE']._serialized_end=2748
-  _globals['_LISTMODELSREQUEST']._serialized_start=2750
-  _globals['_LISTMODELSREQUEST']._serialized_end=2769
-  _globals['_MODELDESCRIPTION']._serialized_start=2772
-  _globals['_MODELDESCRIPTION']._serialized_end=2984
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2986
-  _globals['_LISTMODELSRESPONSE']._serialized_end=3076
-  _globals['_SEGMENTANYTHING']._serialized_start=3233
-  _globals['_SEGMENTANYTHING']._serialized_end=3551
+  _globals['_SEGMENTREQUEST']._serialized_end=1013
+  _globals['_COCORLE']._serialized_start=1015
+  _globals['_COCORLE']._serialized_end=1054
+  _globals['_UNCOMPRESSEDRLE']._serialized_start=1056
+  _globals['_UNCOMPRESSEDRLE']._serialized_end=1103
+  _globals['_RING']._serialized_start=1105
+  _globals['_RING']._serialized_end=1123
+  _globals['_POLYGONPART']._serialized_start=1125
+  _globals['_POLYGONPART']._serialized_end=1209
+  _globals['_POLYGONS']._serialized_start=1211
+  _globals['_POLYGONS']._serialized_end=1262
+  _globals['_MASK']._serialized_start=1265
+  _globals['_MASK']._serialized_end=1491
+  _globals['_LOWRESLOGITS']._serialized_start=1493
+  _globals['_LOWRESLOGITS']._serialized_end=1552
+  _globals['_PROMPTRESULT']._serialized_start=1554
+  _globals['_PROMPTRESULT']._serialized_end=1678
+  _globals['_SEGMENTRESPONSE']._serialized_start=1681
+  _globals['_SEGMENTRESPONSE']._serialized_end=1823
+  _globals['_AMGOPTIONS']._serialized_start=1826
+  _globals['_AMGOPTIONS']._serialized_end=2458
+  _globals['_GENERATEMASKSREQUEST']._serialized_start=2461
+  _globals['_GENERATEMASKSREQUEST']._serialized_end=2630
+  _globals['_POINTXY']._serialized_start=2632
+  _globals['_POINTXY']._serialized_end=2663
+  _globals['_MASKRECORD']._serialized_start=2666
+  _globals['_MASKRECORD']._serialized_end=2857
+  _globals['_GENERATEMASKSRESPONSE']._serialized_start=2860
+  _globals['_GENERATEMASKSRESPONSE']._serialized_end=3004
+  _globals['_LISTMODELSREQUEST']._serialized_start=3006
+  _globals['_LISTMODELSREQUEST']._serialized_end=3025
+  _globals['_MODELDESCRIPTION']._serialized_start=3028
+  _globals['_MODELDESCRIPTION']._serialized_end=3240
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3242
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3332
+  _globals['_SEGMENTANYTHING']._serialized_start=3515
+  _globals['_SEGMENTANYTHING']._serialized_end=3833
 # @@protoc_insertion_point(module_scope)

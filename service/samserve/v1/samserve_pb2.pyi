@@ -14,11 +14,13 @@ class MaskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MASK_FORMAT_UNCOMPRESSED_RLE: _ClassVar[MaskFormat]
     MASK_FORMAT_PNG: _ClassVar[MaskFormat]
     MASK_FORMAT_PACKED_BITS: _ClassVar[MaskFormat]
+    MASK_FORMAT_POLYGONS: _ClassVar[MaskFormat]
 MASK_FORMAT_UNSPECIFIED: MaskFormat
 MASK_FORMAT_COCO_RLE: MaskFormat
 MASK_FORMAT_UNCOMPRESSED_RLE: MaskFormat
 MASK_FORMAT_PNG: MaskFormat
 MASK_FORMAT_PACKED_BITS: MaskFormat
+MASK_FORMAT_POLYGONS: MaskFormat
 
 class ImageSize(_message.Message):
     __slots__ = ("height", "width")
@@ -107,7 +109,7 @@ class Prompt(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_input: _Optional[_Union[MaskInput, _Mapping]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits", "model")
+    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits", "model", "polygon_tolerance")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +117,7 @@ class SegmentRequest(_message.Message):
     MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RETURN_LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     image_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
@@ -122,7 +125,8 @@ class SegmentRequest(_message.Message):
     mask_format: MaskFormat
     return_low_res_logits: bool
     model: str
-    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    polygon_tolerance: float
+    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
 
 class CocoRle(_message.Message):
     __slots__ = ("size", "counts")
@@ -140,21 +144,43 @@ class UncompressedRle(_message.Message):
     counts: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, size: _Optional[_Iterable[int]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class Ring(_message.Message):
+    __slots__ = ("xy",)
+    XY_FIELD_NUMBER: _ClassVar[int]
+    xy: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, xy: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PolygonPart(_message.Message):
+    __slots__ = ("exterior", "holes")
+    EXTERIOR_FIELD_NUMBER: _ClassVar[int]
+    HOLES_FIELD_NUMBER: _ClassVar[int]
+    exterior: Ring
+    holes: _containers.RepeatedCompositeFieldContainer[Ring]
+    def __init__(self, exterior: _Optional[_Union[Ring, _Mapping]] = ..., holes: _Optional[_Iterable[_Union[Ring, _Mapping]]] = ...) -> None: ...
+
+class Polygons(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[PolygonPart]
+    def __init__(self, parts: _Optional[_Iterable[_Union[PolygonPart, _Mapping]]] = ...) -> None: ...
+
 class Mask(_message.Message):
-    __slots__ = ("height", "width", "coco_rle", "uncompressed_rle", "png", "packed_bits")
+    __slots__ = ("height", "width", "coco_rle", "uncompressed_rle", "png", "packed_bits", "polygons")
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     COCO_RLE_FIELD_NUMBER: _ClassVar[int]
     UNCOMPRESSED_RLE_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     PACKED_BITS_FIELD_NUMBER: _ClassVar[int]
+    POLYGONS_FIELD_NUMBER: _ClassVar[int]
     height: int
     width: int
     coco_rle: CocoRle
     uncompressed_rle: UncompressedRle
     png: bytes
     packed_bits: bytes
-    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., coco_rle: _Optional[_Union[CocoRle, _Mapping]] = ..., uncompressed_rle: _Optional[_Union[UncompressedRle, _Mapping]] = ..., png: _Optional[bytes] = ..., packed_bits: _Optional[bytes] = ...) -> None: ...
+    polygons: Polygons
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., coco_rle: _Optional[_Union[CocoRle, _Mapping]] = ..., uncompressed_rle: _Optional[_Union[UncompressedRle, _Mapping]] = ..., png: _Optional[bytes] = ..., packed_bits: _Optional[bytes] = ..., polygons: _Optional[_Union[Polygons, _Mapping]] = ...) -> None: ...
 
 class LowResLogits(_message.Message):
     __slots__ = ("data", "height", "width")
@@ -215,16 +241,18 @@ class AmgOptions(_message.Message):
     def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ...) -> None: ...
 
 class GenerateMasksRequest(_message.Message):
-    __slots__ = ("image", "options", "output_format", "model")
+    __slots__ = ("image", "options", "output_format", "model", "polygon_tolerance")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     options: AmgOptions
     output_format: MaskFormat
     model: str
-    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ..., model: _Optional[str] = ...) -> None: ...
+    polygon_tolerance: float
+    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
 
 class PointXY(_message.Message):
     __slots__ = ("x", "y")

@@ -12,6 +12,15 @@ from samserve.gateway.settings import Settings
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+def bearer_valid(header: object, tokens: list[bytes]) -> bool:
+    """`header` is "Bearer <one of tokens>" (gRPC metadata and HTTP's Authorization alike)."""
+    if not isinstance(header, str) or not header.startswith("Bearer "):
+        return False
+    given = header[len("Bearer ") :].encode()
+    # compare against every token, in constant time per token
+    return any([hmac.compare_digest(given, t) for t in tokens])
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: list[str], on_denied=lambda: None) -> None:
         self._tokens = [t.encode() for t in tokens]
@@ -19,10 +28,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     def _authorized(self, metadata) -> bool:
         for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                given = value[len("Bearer ") :].encode()
-                # compare against every token, in constant time per token
-                return any([hmac.compare_digest(given, t) for t in self._tokens])
+            if key == "authorization":
+                return bearer_valid(value, self._tokens)
         return False
 
     async def intercept_service(self, continuation, handler_call_details):

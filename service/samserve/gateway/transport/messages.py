@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from samserve.contract import ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.errors import InvalidInput
 from samserve.core.mask_formats import MaskFormat
+from samserve.core.polygons import MAX_TOLERANCE
 from samserve.core.prompts import Prompt, check_counts
 from samserve.gateway.engine import EmbedResult, GenerateResult, PromptOutput, SegmentResult
 from samserve.v1 import samserve_pb2 as pb
@@ -18,6 +21,7 @@ MASK_FORMATS = {
     pb.MASK_FORMAT_UNCOMPRESSED_RLE: MaskFormat.UNCOMPRESSED_RLE,
     pb.MASK_FORMAT_PNG: MaskFormat.PNG,
     pb.MASK_FORMAT_PACKED_BITS: MaskFormat.PACKED_BITS,
+    pb.MASK_FORMAT_POLYGONS: MaskFormat.POLYGONS,
 }
 
 
@@ -27,6 +31,14 @@ def mask_format(value: int) -> MaskFormat:
     except KeyError:
         allowed = ", ".join(pb.MaskFormat.Name(v) for v in MASK_FORMATS)
         raise InvalidInput(f"mask_format: unknown value {value}; allowed {allowed}") from None
+
+
+def polygon_tolerance(value: float, fmt: MaskFormat, field: str = "polygon_tolerance") -> float:
+    if not math.isfinite(value) or not 0 <= value <= MAX_TOLERANCE:
+        raise InvalidInput(f"{field}: {value} pixels; allowed 0..{MAX_TOLERANCE:g}")
+    if value and fmt is not MaskFormat.POLYGONS:
+        raise InvalidInput(f"{field}: only for MASK_FORMAT_POLYGONS, the format asked is {fmt.name}")
+    return float(value)
 
 
 def _mask_input(m: pb.MaskInput, field: str) -> np.ndarray:
@@ -84,6 +96,12 @@ def _mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
         m.uncompressed_rle.counts.extend(payload)
     elif fmt is MaskFormat.PNG:
         m.png = payload
+    elif fmt is MaskFormat.POLYGONS:
+        m.polygons.SetInParent()  # set even when the mask is empty (no parts)
+        for part in payload:
+            m.polygons.parts.add(
+                exterior=pb.Ring(xy=part.exterior.tolist()), holes=[pb.Ring(xy=h.tolist()) for h in part.holes]
+            )
     else:
         m.packed_bits = payload
     return m

@@ -1,10 +1,8 @@
-"""The gRPC server over an engine (servicer, auth, health, reflection). The engine and its
+"""The gRPC server over the shared RPCs (servicer, auth, health, reflection). The engine and its
 backends are built by samserve.gateway.app, which the CLI and the tests both call."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -12,11 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 from samserve.gateway.transport.auth import BearerTokenInterceptor, server_credentials
+from samserve.gateway.transport.health import HealthWatch
+from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.servicer import SegmentAnythingServicer
+from samserve.gateway.transport.status import Admission
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
@@ -28,33 +28,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentAnything"].full_name
 class GrpcServer:
     server: grpc.aio.Server
     port: int
-    _watch: asyncio.Task
 
     async def stop(self, grace: float = 2.0) -> None:
-        self._watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watch
         await self.server.stop(grace)
 
 
-async def _watch_health(engine: SamEngine, servicer: health.aio.HealthServicer, period_s: float = 1.0) -> None:
-    """SERVING while Triton's models are ready; the model info is re-read when Triton returns."""
-    was_ready = None
-    while True:
-        ready = await engine.ready()
-        if ready and was_ready is False:
-            with contextlib.suppress(Exception):
-                await engine.model(refresh=True)
-        if ready != was_ready:
-            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", SERVICE_NAME):
-                await servicer.set(name, status)
-            log.info("health: %s", "SERVING" if ready else "NOT_SERVING (Triton not ready)")
-            was_ready = ready
-        await asyncio.sleep(period_s)
-
-
-async def start_grpc_server(engine: SamEngine, settings: Settings, metrics: Metrics) -> GrpcServer:
+async def start_grpc_server(
+    rpcs: Rpcs, settings: Settings, metrics: Metrics, admission: Admission, health_watch: HealthWatch
+) -> GrpcServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.max_send_message_length", settings.max_response_bytes),
@@ -67,13 +48,17 @@ async def start_grpc_server(engine: SamEngine, settings: Settings, metrics: Metr
             )
         )
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    pb_grpc.add_SegmentAnythingServicer_to_server(
-        SegmentAnythingServicer(engine, metrics, settings.max_concurrent_requests), server
-    )
+    pb_grpc.add_SegmentAnythingServicer_to_server(SegmentAnythingServicer(rpcs, metrics, admission), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def set_health(ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, status)
+
+    await set_health(health_watch.ready)
+    health_watch.on_change(set_health)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
@@ -84,7 +69,6 @@ async def start_grpc_server(engine: SamEngine, settings: Settings, metrics: Metr
     if port == 0:
         raise OSError(f"cannot bind the gRPC port {settings.host}:{settings.port}")
     await server.start()
-    watch = asyncio.create_task(_watch_health(engine, health_servicer))
     security = ("mutual TLS" if settings.tls_client_ca_file else "TLS") if creds else "plaintext"
     log.info(
         "gRPC gateway listening on %s:%d (%s, %s)",
@@ -93,4 +77,4 @@ async def start_grpc_server(engine: SamEngine, settings: Settings, metrics: Metr
         security,
         "bearer tokens" if settings.auth_tokens else "no authentication",
     )
-    return GrpcServer(server, port, watch)
+    return GrpcServer(server, port)

@@ -1,12 +1,15 @@
-"""The one place where the project's exceptions become gRPC status codes."""
+"""The one place where the project's exceptions become status codes (gRPC's; the HTTP API maps
+those to HTTP codes), for every transport."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import inspect
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 
@@ -23,6 +26,7 @@ from samserve.gateway.metrics import Metrics
 from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUS = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -44,55 +48,58 @@ def status_of(exc: SamServeError) -> grpc.StatusCode:
 
 
 class Admission:
-    """At most `limit` RPCs at once; the excess is refused at once rather than queued."""
+    """At most `limit` RPCs at once over every transport; the excess is refused at once rather
+    than queued."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
 
 
-def rpc(method: str):
-    """Wraps a servicer method: admission, metrics, a log line, and status mapping."""
+class RpcFailure(Exception):
+    """An RPC's outcome other than OK: the status and the message the client is given."""
 
-    def decorate(fn):
-        @functools.wraps(fn)
-        async def wrapper(self, request, context: grpc.aio.ServicerContext):
-            metrics: Metrics = self.metrics
-            admission: Admission = self.admission
-            request_id = uuid.uuid4().hex[:12]
-            REQUEST_ID.set(request_id)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            message = ""
-            admitted = admission.active < admission.limit
-            if admitted:
-                admission.active += 1
-                metrics.in_flight.inc()
-            try:
-                if not admitted:
-                    raise Overloaded(f"over capacity: {admission.limit} requests in flight; retry with backoff")
-                return await fn(self, request, context)
-            except SamServeError as exc:
-                code, message = status_of(exc), str(exc)
-                if code in WITH_REQUEST_ID:
-                    message = f"{message} (request id {request_id})"
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                log.exception("request %s (%s) failed unexpectedly", request_id, method)
-                code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-            finally:
-                if admitted:
-                    admission.active -= 1
-                    metrics.in_flight.dec()
-                elapsed = time.perf_counter() - started
-                metrics.requests.labels(method, code.name).inc()
-                metrics.latency.labels(method, code.name).observe(elapsed)
-                log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
-            log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
-            await context.abort(code, message)
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
 
-        return wrapper
 
-    return decorate
+async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: Admission) -> T:
+    """One RPC of any transport: admission, metrics, a log line, and status mapping. Returns
+    the response, or raises RpcFailure (asyncio.CancelledError passes through, counted)."""
+    request_id = uuid.uuid4().hex[:12]
+    REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    message = ""
+    admitted = admission.active < admission.limit
+    if admitted:
+        admission.active += 1
+        metrics.in_flight.inc()
+    try:
+        if not admitted:
+            raise Overloaded(f"over capacity: {admission.limit} requests in flight; retry with backoff")
+        return await work
+    except SamServeError as exc:
+        code, message = status_of(exc), str(exc)
+        if code in WITH_REQUEST_ID:
+            message = f"{message} (request id {request_id})"
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        log.exception("request %s (%s) failed unexpectedly", request_id, method)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+    finally:
+        if inspect.iscoroutine(work):
+            work.close()  # not awaited when refused: no "never awaited" warning
+        if admitted:
+            admission.active -= 1
+            metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(method, code.name).inc()
+        metrics.latency.labels(method, code.name).observe(elapsed)
+        log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
+    log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
+    raise RpcFailure(code, message)

@@ -1,0 +1,221 @@
+"""samserve.v1 over HTTP/JSON (Starlette): every RPC on the shared RPCs (transport/rpcs.py)
+under run_rpc, so validation, limits, results and messages are gRPC's; gRPC statuses become
+HTTP codes as Google's APIs map them. Plus /v1/health, /openapi.json and the page at /."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from pathlib import Path
+
+import grpc
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from samserve.core.errors import InvalidInput
+from samserve.gateway.deadline import Deadline
+from samserve.gateway.engine import SamEngine
+from samserve.gateway.metrics import Metrics
+from samserve.gateway.settings import Settings
+from samserve.gateway.transport import http_json, openapi
+from samserve.gateway.transport.health import HealthWatch
+from samserve.gateway.transport.http_edge import BodyTooLarge, HttpEdge, error_body
+from samserve.gateway.transport.rpcs import Rpcs
+from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc
+from samserve.v1 import samserve_pb2 as pb
+
+log = logging.getLogger(__name__)
+WEB = Path(__file__).with_name("web")
+C = grpc.StatusCode
+HTTP_STATUS = {  # google.rpc.Code -> HTTP, as Google's HTTP APIs and grpc-gateway map them
+    C.OK: 200,
+    C.CANCELLED: 499,
+    C.UNKNOWN: 500,
+    C.INVALID_ARGUMENT: 400,
+    C.DEADLINE_EXCEEDED: 504,
+    C.NOT_FOUND: 404,
+    C.ALREADY_EXISTS: 409,
+    C.PERMISSION_DENIED: 403,
+    C.UNAUTHENTICATED: 401,
+    C.RESOURCE_EXHAUSTED: 429,
+    C.FAILED_PRECONDITION: 400,
+    C.ABORTED: 409,
+    C.OUT_OF_RANGE: 400,
+    C.UNIMPLEMENTED: 501,
+    C.INTERNAL: 500,
+    C.UNAVAILABLE: 503,
+    C.DATA_LOSS: 500,
+}
+RETRY_AFTER = {429: "1", 503: "1"}  # over capacity, Triton away: worth retrying soon
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest HTTP body: a gRPC request of the limit, base64-encoded in JSON, plus room."""
+    return math.ceil(settings.max_request_bytes * 4 / 3) + (1 << 20)
+
+
+def _failure(code: grpc.StatusCode, message: str) -> Response:
+    http = HTTP_STATUS.get(code, 500)
+    headers = {"retry-after": RETRY_AFTER[http]} if http in RETRY_AFTER else None
+    return Response(error_body(http, code.name, message), http, headers, media_type="application/json")
+
+
+def _deadline(request: Request) -> Deadline:
+    text = request.headers.get(TIMEOUT_HEADER)
+    if text is None:
+        return Deadline(None)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"header X-Request-Timeout: a positive number of seconds, got {text[:32]!r}")
+    return Deadline(seconds)
+
+
+class HttpApi:
+    def __init__(
+        self,
+        rpcs: Rpcs,
+        engine: SamEngine,
+        settings: Settings,
+        metrics: Metrics,
+        admission: Admission,
+        health: HealthWatch,
+    ) -> None:
+        self.rpcs = rpcs
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.admission = admission
+        self.health = health
+        self.max_body = max_body_bytes(settings)
+        self.budget = http_json.structure_budget(settings.max_prompts_per_request, settings.max_points_per_prompt)
+        self.schema = openapi.document(auth=bool(settings.auth_tokens))
+
+    def app(self) -> HttpEdge:
+        routes = [
+            Route(path, self._endpoint(rpc, method), methods=[method.upper()])
+            for path, (rpc, method, _) in openapi.ROUTES.items()
+        ]
+        routes += [
+            Route("/v1/health", self._health, methods=["GET"]),
+            Route("/openapi.json", self._openapi, methods=["GET"]),
+            Route("/", self._page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=WEB)),
+        ]
+        known = {r.path for r in routes if isinstance(r, Route)}
+        app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
+        return HttpEdge(app, self.metrics, known, self.max_body, self.settings.tokens())
+
+    async def _page(self, request: Request) -> Response:
+        return FileResponse(WEB / "index.html", headers={"cache-control": "no-cache"})
+
+    async def _openapi(self, request: Request) -> Response:
+        return JSONResponse(self.schema)
+
+    async def _health(self, request: Request) -> Response:
+        ready = self.health.ready
+        return JSONResponse({"status": "SERVING" if ready else "NOT_SERVING"}, 200 if ready else 503)
+
+    async def _message(self, request: Request, cls: type[Message]) -> Message:
+        """The request's message from a JSON body, or from a multipart form: the file `image`
+        and, optionally, `request` (the other fields as JSON)."""
+        message = cls()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "GET":
+            return message
+        if content_type == "multipart/form-data" and "image" in cls.DESCRIPTOR.fields_by_name:
+            try:
+                form = await request.form(max_files=1, max_fields=1, max_part_size=self.max_body)
+            except MultiPartException as exc:
+                raise InvalidInput(f"multipart body: {exc.message}") from None
+            try:
+                fields = form.get("request")
+                if isinstance(fields, UploadFile):
+                    fields = (await fields.read()).decode("utf-8", "replace")
+                http_json.parse(fields or "", message, self.budget, "multipart field 'request'")
+                image = form.get("image")
+                if not isinstance(image, UploadFile):
+                    raise InvalidInput("multipart body: a file part named 'image' is required")
+                if {f.name for f, _ in message.ListFields()} & {"image", "image_id"}:
+                    raise InvalidInput("multipart body: the image is the upload; 'request' sets no image or image_id")
+                message.image = await image.read()
+            finally:
+                await form.close()
+            return message
+        if content_type not in ("application/json", ""):
+            raise InvalidInput(
+                f"Content-Type {content_type!r}: send application/json"
+                + (" or multipart/form-data" if "image" in cls.DESCRIPTOR.fields_by_name else "")
+            )
+        return http_json.parse(await request.body(), message, self.budget)
+
+    def _endpoint(self, rpc: str, method: str):
+        cls = getattr(pb, f"{rpc}Request")
+        call = getattr(self.rpcs, rpc)
+
+        async def endpoint(request: Request) -> Response:
+            # a body that cannot become the request message is answered here, as gRPC answers
+            # an oversized or undecodable message before the servicer runs
+            try:
+                message = await self._message(request, cls)
+                deadline = _deadline(request)
+            except BodyTooLarge:
+                return _too_large(f"request body: over the limit of {self.max_body} bytes")
+            except InvalidInput as exc:
+                return _failure(C.INVALID_ARGUMENT, str(exc))
+            if message.ByteSize() > self.settings.max_request_bytes:
+                size = message.ByteSize()
+                return _too_large(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+            work = asyncio.ensure_future(run_rpc(rpc, call(message, deadline), self.metrics, self.admission))
+            gone = asyncio.ensure_future(_disconnected(request))
+            try:
+                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+                if not work.done():  # the client left (or the server stops): the work stops, counted CANCELLED
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, RpcFailure):
+                        await work
+            if work.cancelled():
+                return _failure(C.CANCELLED, "the client closed the connection")
+            try:
+                response = work.result()
+            except RpcFailure as failure:
+                return _failure(failure.code, failure.message)
+            body = await self.engine.run_cpu(http_json.dumps, response)
+            return Response(body, 200, media_type="application/json")
+
+        endpoint.__name__ = rpc
+        return endpoint
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    request_id = uuid.uuid4().hex[:12]
+    log.error(
+        "HTTP %s %s (request id %s) failed unexpectedly", request.method, request.url.path, request_id, exc_info=exc
+    )
+    return _failure(C.INTERNAL, f"internal error (request id {request_id})")
+
+
+def _too_large(message: str) -> Response:
+    return Response(error_body(413, C.RESOURCE_EXHAUSTED.name, message), 413, media_type="application/json")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read: the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

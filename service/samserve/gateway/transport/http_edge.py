@@ -1,0 +1,110 @@
+"""The HTTP API's edge, before any route runs: the body limit, bearer tokens, per-route
+metrics and the response headers every answer carries."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from samserve.gateway.metrics import Metrics
+from samserve.gateway.transport.auth import bearer_valid
+
+# routes that take or return user data need a token (when tokens are set); the page, its
+# files, the schema and the health probe stay open, as gRPC's health and reflection do
+PROTECTED_PREFIX = "/v1/"
+OPEN_PATHS = ("/v1/health",)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'",
+    ),
+]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error_body(http: int, status: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": http, "status": status, "message": message}}).encode()
+
+
+class HttpEdge:
+    """Pure ASGI middleware. A body over `max_body` is refused from its Content-Length before
+    it is read, or as soon as the bytes received pass the limit (BodyTooLarge is raised inside
+    the route's read, which answers 413)."""
+
+    def __init__(self, app, metrics: Metrics, routes: set[str], max_body: int, tokens: list[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.max_body = max_body
+        self.tokens = [t.encode() for t in tokens]
+
+    def _needs_token(self, path: str) -> bool:
+        return bool(self.tokens) and path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS
+
+    def _route(self, path: str) -> str:
+        if path in self.routes:
+            return path
+        return "/static" if path.startswith("/static/") else "other"  # bounded label values
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = self._route(scope["path"])
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        try:
+            headers = dict(scope["headers"])
+            if self._needs_token(scope["path"]) and not bearer_valid(
+                headers.get(b"authorization", b"").decode("latin-1"), self.tokens
+            ):
+                self.metrics.requests.labels("any", "UNAUTHENTICATED").inc()
+                message = "missing or invalid credentials: send header 'Authorization: Bearer <token>'"
+                body = error_body(401, "UNAUTHENTICATED", message)
+                return await _answer(send_with_headers, 401, body, [(b"www-authenticate", b"Bearer")])
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                return await _answer(send_with_headers, 413, self._too_large())
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise BodyTooLarge
+                return message
+
+            await self.app(scope, limited_receive, send_with_headers)
+        finally:
+            self.metrics.http_requests.labels(route, str(status[0])).inc()
+            self.metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+
+    def _too_large(self) -> bytes:
+        return error_body(413, "RESOURCE_EXHAUSTED", f"request body: over the limit of {self.max_body} bytes")
+
+
+async def _answer(send, status: int, body: bytes, headers: list | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            + (headers or []),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,179 @@
+"""The HTTP API's OpenAPI 3.1 document, derived from the samserve.v1 descriptors (so it cannot
+drift from the messages the endpoints parse and print; tests check it against the server)."""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from samserve.v1 import samserve_pb2 as pb
+
+F = FieldDescriptor
+_SCALARS = {
+    F.TYPE_DOUBLE: "number",
+    F.TYPE_FLOAT: "number",
+    F.TYPE_BOOL: "boolean",
+    F.TYPE_STRING: "string",
+}
+_INTEGERS = {
+    F.TYPE_INT32,
+    F.TYPE_INT64,
+    F.TYPE_UINT32,
+    F.TYPE_UINT64,
+    F.TYPE_SINT32,
+    F.TYPE_SINT64,
+    F.TYPE_FIXED32,
+    F.TYPE_FIXED64,
+    F.TYPE_SFIXED32,
+    F.TYPE_SFIXED64,
+}
+# proto3 JSON writes non-finite floats as these strings
+_NON_FINITE = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+
+# path -> (RPC, HTTP method, summary); the RPCs' messages are <RPC>Request / <RPC>Response
+ROUTES = {
+    "/v1/embed": ("Embed", "post", "Embed an image (cached by its bytes and the model); returns its image_id"),
+    "/v1/segment": ("Segment", "post", "Masks for point, box and mask prompts on an image or an image_id"),
+    "/v1/generate_masks": ("GenerateMasks", "post", "Segment everything (SamAutomaticMaskGenerator)"),
+    "/v1/models": ("ListModels", "get", "The models served, the default first named"),
+}
+UPLOADS = ("Embed", "Segment", "GenerateMasks")  # take the image as a multipart upload too
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message"],
+            "properties": {
+                "code": {"type": "integer", "description": "the HTTP status code"},
+                "status": {"type": "string", "description": "the gRPC status name, e.g. INVALID_ARGUMENT"},
+                "message": {"type": "string"},
+            },
+        }
+    },
+}
+HEALTH = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["SERVING", "NOT_SERVING"]}},
+}
+
+
+def _field(f: FieldDescriptor, schemas: dict) -> dict:
+    if f.type == F.TYPE_MESSAGE:
+        _message(f.message_type, schemas)
+        one: dict = {"$ref": f"#/components/schemas/{f.message_type.name}"}
+    elif f.type == F.TYPE_ENUM:
+        names = [v.name for v in f.enum_type.values]
+        one = {"anyOf": [{"type": "string", "enum": names}, {"type": "integer"}], "default": names[0]}
+    elif f.type == F.TYPE_BYTES:
+        one = {"type": "string", "contentEncoding": "base64"}
+    elif f.type in _INTEGERS:
+        one = {"type": "integer"}
+    elif f.type in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
+        one = {"anyOf": [{"type": "number"}, _NON_FINITE]}
+    else:
+        one = {"type": _SCALARS[f.type]}
+    return {"type": "array", "items": one} if f.is_repeated else one
+
+
+def _message(d: Descriptor, schemas: dict) -> None:
+    if d.name in schemas:
+        return
+    schemas[d.name] = {}  # placeholder: recursive references terminate
+    oneofs = [o for o in d.oneofs if not o.name.startswith("_")]  # "_x": proto3 optional
+    schema: dict = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {f.name: _field(f, schemas) for f in d.fields},
+    }
+    if oneofs:
+        schema["description"] = "; ".join(
+            f"at most one of {', '.join(f.name for f in o.fields)} ({o.name})" for o in oneofs
+        )
+    schemas[d.name] = schema
+
+
+def _upload(rpc: str) -> dict:
+    return {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": "the encoded image file"},
+            "request": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": f"the other fields of {rpc}Request as JSON (optional)",
+            },
+        },
+    }
+
+
+def document(auth: bool, version: str = "1") -> dict:
+    schemas: dict = {}
+    for name in pb.DESCRIPTOR.message_types_by_name.values():
+        _message(name, schemas)
+    schemas["Error"] = ERROR
+    schemas["Health"] = HEALTH
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    paths: dict = {}
+    for path, (rpc, method, summary) in ROUTES.items():
+        op: dict = {
+            "operationId": rpc,
+            "summary": summary,
+            "parameters": [
+                {
+                    "name": "X-Request-Timeout",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "number", "exclusiveMinimum": 0},
+                    "description": "the deadline in seconds (gRPC's deadline); past it DEADLINE_EXCEEDED (504)",
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": f"{rpc}Response",
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{rpc}Response"}}},
+                },
+                "default": {
+                    "description": "the gRPC status as an HTTP code (400, 401, 404, 413, 429)",
+                    "content": error,
+                },
+            },
+        }
+        if method == "post":
+            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{rpc}Request"}}}
+            if rpc in UPLOADS:
+                content["multipart/form-data"] = {"schema": _upload(rpc)}
+            op["requestBody"] = {"required": True, "content": content}
+        if auth:
+            op["security"] = [{"bearer": []}]
+        paths[path] = {method: op}
+    paths["/v1/health"] = {
+        "get": {
+            "operationId": "Health",
+            "summary": "SERVING (200) while Triton's models are ready, else NOT_SERVING (503)",
+            "responses": {
+                code: {
+                    "description": status,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}},
+                }
+                for code, status in (("200", "SERVING"), ("503", "NOT_SERVING"))
+            },
+        }
+    }
+    doc = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "samserve",
+            "version": version,
+            "description": "Segment Anything over HTTP/JSON: the samserve.v1 gRPC API's messages in the proto3 "
+            "JSON mapping (field names as in the .proto, bytes as base64, enums by name).",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return doc
