@@ -3,6 +3,7 @@ CPU model repository, and real redis-server / tritonserver processes on free loo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ torchvision_compat.install()  # the reference needs torchvision; the CPU machine
 
 TEST_SEED = 0
 TEST_IMG_SIZE = 256  # not 1024: proves nothing hard-codes S
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sam_small_shapes.pth"
+TRAINED_CHECKPOINT = Path(os.environ.get("SAMSERVE_QUALITY_CHECKPOINT") or SHIPPED)
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +78,23 @@ def client(gateway):
 
     with SamClient(gateway.target) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def trained_gateway(redis_server, cache_dir, tmp_path_factory):
+    """The shipped shapes model (or SAMSERVE_QUALITY_CHECKPOINT) on its own Triton, behind a
+    gateway: masks that mean something (the quality bar, the page's tests)."""
+    from build_engines.models import load_checkpoint
+    from build_engines.repository import write_cpu_repository
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+    from samserve.devtools.local_servers import start_triton
+
+    loaded = load_checkpoint(TRAINED_CHECKPOINT, "small")
+    repo = write_cpu_repository(loaded, tmp_path_factory.mktemp("trained") / "repo")
+    triton = start_triton(repo, tmp_path_factory.mktemp("trained-logs") / "triton.log", cache_dir)
+    gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url))
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        triton.stop()

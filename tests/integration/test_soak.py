@@ -31,6 +31,8 @@ def test_gateway_rss_stays_bounded_over_a_soak(triton_server, redis_server, tmp_
             str(port),
             "--metrics-port",
             str(free_port()),
+            "--http-port",
+            str(free_port()),
             "--triton-url",
             triton_server.grpc_url,
             "--redis-url",

@@ -21,6 +21,8 @@ class GatewayThread:
         self.metrics = Metrics()
         self.gateway: Gateway = self.call(start_gateway(settings, self.metrics))
         self.target = f"127.0.0.1:{self.gateway.port}"
+        scheme = "https" if settings.tls_cert_file else "http"
+        self.http_url = None if self.gateway.http_port is None else f"{scheme}://127.0.0.1:{self.gateway.http_port}"
 
     def call(self, coro, timeout: float = 60):
         fut: Future = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -42,6 +44,7 @@ def gateway_settings(triton_url: str, redis_url: str | None, **overrides) -> Set
     return Settings(
         host="127.0.0.1",
         port=0,
+        http_port=0,
         metrics_enabled=False,
         embedded=False,
         triton_url=triton_url,

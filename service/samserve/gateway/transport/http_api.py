@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -115,7 +116,7 @@ class HttpApi:
             Mount("/static", StaticFiles(directory=WEB)),
         ]
         known = {r.path for r in routes if isinstance(r, Route)}
-        app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
+        app = Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_error})
         return HttpEdge(app, self.metrics, known, self.max_body, self.settings.tokens())
 
     async def _page(self, request: Request) -> Response:
@@ -140,6 +141,8 @@ class HttpApi:
                 form = await request.form(max_files=1, max_fields=1, max_part_size=self.max_body)
             except MultiPartException as exc:
                 raise InvalidInput(f"multipart body: {exc.message}") from None
+            except HTTPException as exc:  # Starlette's wrapping of the parser's errors
+                raise InvalidInput(f"multipart body: {exc.detail}") from None
             try:
                 fields = form.get("request")
                 if isinstance(fields, UploadFile):
@@ -199,6 +202,14 @@ class HttpApi:
 
         endpoint.__name__ = rpc
         return endpoint
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answers (no such route, a method not allowed) as the API's errors."""
+    status = {404: C.NOT_FOUND, 405: C.UNIMPLEMENTED, 400: C.INVALID_ARGUMENT}.get(exc.status_code, C.UNKNOWN)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    body = error_body(exc.status_code, status.name, message)
+    return Response(body, exc.status_code, exc.headers, media_type="application/json")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
