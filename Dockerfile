@@ -21,11 +21,12 @@ WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
 COPY build_engines ./build_engines
-# runtime dependencies only (numpy, Pillow, grpcio, tritonclient, redis, pydantic, prometheus-client)
+# runtime dependencies only (numpy, Pillow, grpcio, tritonclient, redis, pydantic, prometheus-client,
+# starlette + uvicorn for the HTTP API and the page, OpenCV headless for polygons)
 RUN pip install --no-cache-dir -c constraints.txt . \
-    && python -c "import sys, samserve.gateway.transport.server; assert 'torch' not in sys.modules"
+    && python -c "import sys, samserve.gateway.app; assert 'torch' not in sys.modules"
 USER 10001:10001
-EXPOSE 50051 9090
+EXPOSE 50051 8080 9090
 ENTRYPOINT ["samserve", "serve", "--no-embedded"]
 
 FROM ${TRITON_IMAGE} AS triton

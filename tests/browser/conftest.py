@@ -21,8 +21,10 @@ def artifacts() -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped: Playwright's sync API runs an event loop on the main thread while it
+    lives, and the tests after these call asyncio.run."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: ./scripts/setup.sh --browser installs Debian's chromium")
     from playwright.sync_api import sync_playwright

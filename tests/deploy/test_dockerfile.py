@@ -79,7 +79,7 @@ def test_copied_paths_exist_and_ports_match_the_settings(stages):
                     assert (ROOT / src).exists(), src
     exposed = {p for i in stages["gateway"] if i["instruction"] == "EXPOSE" for p in i["value"].split()}
     s = Settings()
-    assert exposed == {str(s.port), str(s.metrics_port)}
+    assert exposed == {str(s.port), str(s.http_port), str(s.metrics_port)}
 
 
 def test_dockerignore_keeps_the_build_context_small():
