@@ -111,8 +111,7 @@ def test_a_click_a_box_and_a_negative_click(page, api, artifacts, trained_gatewa
         )
         for p in parts
     ]
-    back = polygons_to_mask(decoded, 256, 320)
-    assert (back & star).sum() / (back | star).sum() >= 0.98
+    assert np.array_equal(polygons_to_mask(decoded, 256, 320), star)  # exact at tolerance 0
 
     # a box drawn by dragging, around the star with a margin
     ys, xs = np.nonzero(star)
@@ -170,5 +169,25 @@ def test_bad_input_is_shown_not_thrown(page, tmp_path):
     page.set_input_files("#file", str(bad))
     page.wait_for_function(f"document.getElementById('status').classList.contains('error') && {IDLE}")
     assert page.inner_text("#status").startswith("INVALID_ARGUMENT: ")
-    assert page.errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
-    page.errors.clear()  # the one error expected: the browser's log of the 400
+    assert len(page.errors) == 1 and "400" in page.errors[0]  # the browser's own log of the 400
+    page.errors.clear()
+
+
+def test_the_page_runs_under_its_content_security_policy(browser, trained_gateway):
+    """The other tests bypass the policy (Playwright's waits evaluate script text); here it
+    holds: the page loads, embeds and segments with no violation and no error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.goto(trained_gateway.http_url + "/")
+    page.locator("#model option").first.wait_for(state="attached")
+    page.set_input_files("#file", str(EXAMPLE))
+    page.locator("#stage:not(.empty)").wait_for()
+    page.locator("#everything:not([disabled])").wait_for()
+    box = page.locator("#marks").bounding_box()
+    page.mouse.click(box["x"] + STAR[0] * box["width"] / 320, box["y"] + STAR[1] * box["height"] / 256)
+    page.locator("#choices button.selected").wait_for()
+    context.close()
+    assert errors == []

@@ -169,7 +169,21 @@ def test_uploads_are_checked(http):
     both = http.post("/v1/segment", files={"image": png_image(32, 32, 80)}, data={"request": '{"image_id": "x"}'})
     assert both.status_code == 400 and "image_id" in both.json()["error"]["message"]
     two = http.post("/v1/embed", files=[("image", b"a"), ("image", b"b")])
-    assert two.status_code == 400 and "multipart" in two.json()["error"]["message"]
+    assert two.status_code == 400 and "several" in two.json()["error"]["message"]
+    other = http.post("/v1/embed", files={"image": b"a", "extra": b"b"})
+    assert other.status_code == 400 and "extra" in other.json()["error"]["message"]
+    # the other fields as a file part (curl -F request=@fields.json) are read as JSON too
+    image = png_image(48, 40, 85)
+    as_file = http.post("/v1/embed", files={"image": image, "request": ("f.json", b'{"return_embedding": true}')})
+    assert as_file.status_code == 200 and as_file.json()["embedding"]["dtype"] == "float16"
+
+
+def test_over_a_budget_is_429_without_retry_after(http):
+    """A request over a work budget will not fit later either: no Retry-After (over capacity has one)."""
+    fields = {"options": {"points_per_side": 256, "crop_n_layers": 1}}
+    r = http.post("/v1/generate_masks", files={"image": png_image(64, 64, 86)}, data={"request": json.dumps(fields)})
+    assert r.status_code == 429 and r.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert "retry-after" not in r.headers
 
 
 def test_deadline_header(http):
@@ -184,7 +198,15 @@ def test_unknown_routes_and_methods_are_json_errors(http):
     assert http.get("/v1/nope").status_code == 404 and http.get("/v1/nope").json()["error"]["status"] == "NOT_FOUND"
     r = http.get("/v1/segment")
     assert r.status_code == 405 and r.json()["error"]["status"] == "UNIMPLEMENTED"
-    assert http.get("/static/../../contract.py").status_code == 404
+    # a path that climbs out of the page's folder (sent raw: HTTP clients resolve the dots)
+    host, port = str(http.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"GET /static/../../../contract.py HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b"\r\n")[0] in (b"HTTP/1.1 404 Not Found", b"HTTP/1.1 400 Bad Request"), answer[:200]
+    assert b"ModelInfo" not in answer
 
 
 def test_every_route_is_in_the_schema_and_answers(http, schema):
@@ -217,9 +239,15 @@ def test_metrics_per_route(gateway, http):
 
 @pytest.fixture(scope="module")
 def small_gateway(triton_server, redis_server):
-    """A gateway with a 1 MiB request limit and room for one request at a time."""
+    """A gateway with a 1 MiB request limit, room for one request at a time, and 1 s to send a body."""
     gw = GatewayThread(
-        gateway_settings(triton_server.grpc_url, redis_server.url, max_request_bytes=1 << 20, max_concurrent_requests=1)
+        gateway_settings(
+            triton_server.grpc_url,
+            redis_server.url,
+            max_request_bytes=1 << 20,
+            max_concurrent_requests=1,
+            http_read_timeout_s=1.0,
+        )
     )
     yield gw
     gw.stop()
@@ -240,6 +268,35 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(small_gateway):
     image = b64(b"\0" * ((1 << 20) + 10))
     over = httpx.post(url, json={"image": image})
     assert over.status_code == 413 and "limit of 1048576" in over.json()["error"]["message"]
+
+
+def _raw(url: str, data: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(data)
+    return sock
+
+
+def test_a_body_not_sent_in_time_is_408_and_one_cut_short_is_cancelled(small_gateway):
+    gw = small_gateway
+    head = b"POST /v1/embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    with _raw(gw.http_url, head + b'{"image": "') as slow:
+        slow.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"}}"):
+            answer += slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert b"not received within 1 s" in answer
+    cancelled = {"method": "Embed", "code": "CANCELLED"}
+    before = gw.metric("samserve_requests_total", cancelled)
+    internal = gw.metric("samserve_requests_total", {"method": "Embed", "code": "INTERNAL"})
+    _raw(gw.http_url, head + b'{"image": "').close()  # the client leaves mid-upload
+    deadline = time.monotonic() + 10
+    while gw.metric("samserve_requests_total", cancelled) < before + 1:
+        assert time.monotonic() < deadline, "an upload cut short was not counted as cancelled"
+        time.sleep(0.02)
+    assert gw.metric("samserve_requests_total", {"method": "Embed", "code": "INTERNAL"}) == internal
+    assert gw.metric("samserve_requests_in_flight") == 0
 
 
 def _slow_amg_request(url: str) -> bytes:

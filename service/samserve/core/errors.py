@@ -15,7 +15,19 @@ class NotFound(SamServeError):
 
 
 class Overloaded(SamServeError):
-    """Over capacity or over a configured size limit."""
+    """Over a configured size limit or work budget (retrying the same request will not help)."""
+
+
+class OverCapacity(Overloaded):
+    """Too busy now (requests in flight, Triton's queue): worth retrying with backoff."""
+
+
+class RequestTooLarge(Overloaded):
+    """The request itself (its bytes) is over the limit; HTTP answers 413."""
+
+
+class Cancelled(SamServeError):
+    """The client went away (closed its connection) before the answer."""
 
 
 class BackendUnavailable(SamServeError):
@@ -24,6 +36,10 @@ class BackendUnavailable(SamServeError):
 
 class DeadlineExceeded(SamServeError):
     """The client's deadline passed before the work finished."""
+
+
+class RequestTimeout(DeadlineExceeded):
+    """The request's body did not arrive in time (HTTP answers 408)."""
 
 
 class BackendError(SamServeError):

@@ -61,6 +61,14 @@ def compose_engine(settings: Settings, metrics: Metrics) -> SamEngine:
 async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> Gateway:
     metrics = metrics or Metrics()
     engine = compose_engine(settings, metrics)
+    try:
+        return await _serve(engine, settings, metrics)
+    except BaseException:
+        await engine.close()
+        raise
+
+
+async def _serve(engine: SamEngine, settings: Settings, metrics: Metrics) -> Gateway:
     rpcs = Rpcs(engine)
     admission = Admission(settings.max_concurrent_requests)  # shared: the limit is the gateway's
     health = HealthWatch(engine)

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP/JSON API and the page (0 = pick a free one)")
     http_enabled: bool = True
+    http_read_timeout_s: float = Field(60.0, gt=0, description="an HTTP request's body must arrive within this")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port (0 = pick a free one)")
     metrics_enabled: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -29,7 +29,7 @@ from samserve.contract import (
     model_id_of,
     model_id_tensor,
 )
-from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded, SamServeError
+from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, OverCapacity, SamServeError
 from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _translate(exc: InferenceServerException, what: str) -> SamServeError:
     if status in _RETRYABLE or "failed to connect" in text.lower() or not status:
         return BackendUnavailable(f"Triton is unavailable for {what}; retry with backoff")
     if status == "RESOURCE_EXHAUSTED":
-        return Overloaded(f"Triton is over capacity for {what}; retry with backoff")
+        return OverCapacity(f"Triton is over capacity for {what}; retry with backoff")
     return BackendError(f"internal error while Triton ran {what}")
 
 

@@ -17,12 +17,12 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from samserve.core.errors import InvalidInput
+from samserve.core.errors import Cancelled, InvalidInput, RequestTimeout, RequestTooLarge
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
@@ -56,7 +56,6 @@ HTTP_STATUS = {  # google.rpc.Code -> HTTP, as Google's HTTP APIs and grpc-gatew
     C.UNAVAILABLE: 503,
     C.DATA_LOSS: 500,
 }
-RETRY_AFTER = {429: "1", 503: "1"}  # over capacity, Triton away: worth retrying soon
 TIMEOUT_HEADER = "x-request-timeout"
 
 
@@ -65,10 +64,17 @@ def max_body_bytes(settings: Settings) -> int:
     return math.ceil(settings.max_request_bytes * 4 / 3) + (1 << 20)
 
 
-def _failure(code: grpc.StatusCode, message: str) -> Response:
-    http = HTTP_STATUS.get(code, 500)
-    headers = {"retry-after": RETRY_AFTER[http]} if http in RETRY_AFTER else None
-    return Response(error_body(http, code.name, message), http, headers, media_type="application/json")
+def _failure(failure: RpcFailure) -> Response:
+    """gRPC's status as HTTP's; 413 for a request over the limit, 408 for a body not sent in
+    time; Retry-After only where retrying can help (over capacity now, Triton away)."""
+    http = HTTP_STATUS.get(failure.code, 500)
+    if issubclass(failure.kind, RequestTooLarge):
+        http = 413
+    elif issubclass(failure.kind, RequestTimeout):
+        http = 408
+    headers = {"retry-after": "1"} if failure.retryable else None
+    body = error_body(http, failure.code.name, failure.message)
+    return Response(body, http, headers, media_type="application/json")
 
 
 def _deadline(request: Request) -> Deadline:
@@ -131,77 +137,112 @@ class HttpApi:
 
     async def _message(self, request: Request, cls: type[Message]) -> Message:
         """The request's message from a JSON body, or from a multipart form: the file `image`
-        and, optionally, `request` (the other fields as JSON)."""
+        and, optionally, `request` (the other fields as JSON). The body must arrive within
+        http_read_timeout_s; it is parsed on the CPU threads, not the event loop."""
+        try:
+            return await asyncio.wait_for(self._read(request, cls), self.settings.http_read_timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"request body: not received within {self.settings.http_read_timeout_s:g} s") from None
+        except BodyTooLarge:
+            raise RequestTooLarge(f"request body: over the limit of {self.max_body} bytes") from None
+        except ClientDisconnect:
+            raise Cancelled("the client closed the connection while sending the request") from None
+
+    async def _read(self, request: Request, cls: type[Message]) -> Message:
         message = cls()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        uploads = "image" in cls.DESCRIPTOR.fields_by_name
+        if content_type == "multipart/form-data" and uploads:
+            return await self._form(request, message)
+        body = await request.body()  # GET too: its body is read (and bounded), then ignored
         if request.method == "GET":
-            return message
-        if content_type == "multipart/form-data" and "image" in cls.DESCRIPTOR.fields_by_name:
-            try:
-                form = await request.form(max_files=1, max_fields=1, max_part_size=self.max_body)
-            except MultiPartException as exc:
-                raise InvalidInput(f"multipart body: {exc.message}") from None
-            except HTTPException as exc:  # Starlette's wrapping of the parser's errors
-                raise InvalidInput(f"multipart body: {exc.detail}") from None
-            try:
-                fields = form.get("request")
-                if isinstance(fields, UploadFile):
-                    fields = (await fields.read()).decode("utf-8", "replace")
-                http_json.parse(fields or "", message, self.budget, "multipart field 'request'")
-                image = form.get("image")
-                if not isinstance(image, UploadFile):
-                    raise InvalidInput("multipart body: a file part named 'image' is required")
-                if {f.name for f, _ in message.ListFields()} & {"image", "image_id"}:
-                    raise InvalidInput("multipart body: the image is the upload; 'request' sets no image or image_id")
-                message.image = await image.read()
-            finally:
-                await form.close()
             return message
         if content_type not in ("application/json", ""):
             raise InvalidInput(
-                f"Content-Type {content_type!r}: send application/json"
-                + (" or multipart/form-data" if "image" in cls.DESCRIPTOR.fields_by_name else "")
+                f"Content-Type {content_type!r}: send application/json" + (" or multipart/form-data" if uploads else "")
             )
-        return http_json.parse(await request.body(), message, self.budget)
+        return await self.engine.run_cpu(http_json.parse, body, message, self.budget)
+
+    async def _form(self, request: Request, message: Message) -> Message:
+        try:
+            form = await request.form(max_files=2, max_fields=1, max_part_size=self.max_body)
+        except MultiPartException as exc:
+            raise InvalidInput(f"multipart body: {exc.message}") from None
+        except HTTPException as exc:  # Starlette's wrapping of the parser's errors
+            raise InvalidInput(f"multipart body: {exc.detail}") from None
+        try:
+            extra = sorted(set(form.keys()) - {"image", "request"})
+            if extra:
+                raise InvalidInput(f"multipart body: unknown parts {extra}; send 'image' and optionally 'request'")
+            if len(form.getlist("image")) > 1:
+                raise InvalidInput("multipart body: one part named 'image', got several")
+            fields = form.get("request")
+            if isinstance(fields, UploadFile):  # curl -F request=@fields.json
+                fields = (await fields.read()).decode("utf-8", "replace")
+            what = "multipart part 'request'"
+            await self.engine.run_cpu(http_json.parse, fields or "", message, self.budget, what)
+            image = form.get("image")
+            if not isinstance(image, UploadFile):
+                raise InvalidInput("multipart body: a file part named 'image' is required")
+            if {f.name for f, _ in message.ListFields()} & {"image", "image_id"}:
+                raise InvalidInput("multipart body: the image is the upload; 'request' sets no image or image_id")
+            message.image = await image.read()
+        finally:
+            await form.close()
+        return message
 
     def _endpoint(self, rpc: str, method: str):
         cls = getattr(pb, f"{rpc}Request")
         call = getattr(self.rpcs, rpc)
 
-        async def endpoint(request: Request) -> Response:
-            # a body that cannot become the request message is answered here, as gRPC answers
-            # an oversized or undecodable message before the servicer runs
-            try:
-                message = await self._message(request, cls)
-                deadline = _deadline(request)
-            except BodyTooLarge:
-                return _too_large(f"request body: over the limit of {self.max_body} bytes")
-            except InvalidInput as exc:
-                return _failure(C.INVALID_ARGUMENT, str(exc))
+        async def work(request: Request):
+            # inside run_rpc: a request is admitted (or refused) before its body is read, so
+            # at most max_concurrent_requests bodies are held at once, over both transports
+            message = await self._message(request, cls)
+            deadline = _deadline(request)
             if message.ByteSize() > self.settings.max_request_bytes:
                 size = message.ByteSize()
-                return _too_large(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
-            work = asyncio.ensure_future(run_rpc(rpc, call(message, deadline), self.metrics, self.admission))
-            gone = asyncio.ensure_future(_disconnected(request))
+                raise RequestTooLarge(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+            return await _unless_disconnected(request, call(message, deadline))
+
+        async def endpoint(request: Request) -> Response:
             try:
-                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-                if not work.done():  # the client left (or the server stops): the work stops, counted CANCELLED
-                    work.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, RpcFailure):
-                        await work
-            if work.cancelled():
-                return _failure(C.CANCELLED, "the client closed the connection")
-            try:
-                response = work.result()
+                response = await run_rpc(rpc, work(request), self.metrics, self.admission)
             except RpcFailure as failure:
-                return _failure(failure.code, failure.message)
+                return _failure(failure)
             body = await self.engine.run_cpu(http_json.dumps, response)
             return Response(body, 200, media_type="application/json")
 
         endpoint.__name__ = rpc
         return endpoint
+
+
+async def _unless_disconnected(request: Request, work):
+    """`work`'s result; Cancelled (and `work` cancelled) when the client goes first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():  # the client left (or the server stops): the work stops
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task.cancelled():
+        raise Cancelled("the client closed the connection")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read: the next message is the disconnect)."""
+    try:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+    except Exception:  # cannot tell: never report a disconnect that was not seen
+        await asyncio.Future()
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -217,16 +258,4 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error(
         "HTTP %s %s (request id %s) failed unexpectedly", request.method, request.url.path, request_id, exc_info=exc
     )
-    return _failure(C.INTERNAL, f"internal error (request id {request_id})")
-
-
-def _too_large(message: str) -> Response:
-    return Response(error_body(413, C.RESOURCE_EXHAUSTED.name, message), 413, media_type="application/json")
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client has gone (the body was read: the next message is the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+    return _failure(RpcFailure(C.INTERNAL, f"internal error (request id {request_id})"))

@@ -25,6 +25,10 @@ SECURITY_HEADERS = [
 ]
 
 
+# an answer given before the body was read closes the connection: the client stops uploading
+CLOSE = (b"connection", b"close")
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -56,28 +60,34 @@ class HttpEdge:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = self._route(scope["path"])
+        # the path the router matches (a root_path, were one set, is stripped before routing)
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        route = self._route(path)
         started = time.perf_counter()
         status = [500]
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                extra = SECURITY_HEADERS + ([(b"cache-control", b"no-cache")] if route == "/static" else [])
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
         try:
             headers = dict(scope["headers"])
-            if self._needs_token(scope["path"]) and not bearer_valid(
+            if self._needs_token(path) and not bearer_valid(
                 headers.get(b"authorization", b"").decode("latin-1"), self.tokens
             ):
                 self.metrics.requests.labels("any", "UNAUTHENTICATED").inc()
                 message = "missing or invalid credentials: send header 'Authorization: Bearer <token>'"
                 body = error_body(401, "UNAUTHENTICATED", message)
-                return await _answer(send_with_headers, 401, body, [(b"www-authenticate", b"Bearer")])
+                return await _answer(send_with_headers, 401, body, [(b"www-authenticate", b"Bearer"), CLOSE])
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
-                return await _answer(send_with_headers, 413, self._too_large())
+                return await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
             received = 0
 
             async def limited_receive():

@@ -67,11 +67,16 @@ async def start_http_server(app, settings: Settings) -> HttpServer:
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # raises the start-up error
-            raise OSError("the HTTP server stopped while starting")
-        await asyncio.sleep(0.01)
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises the start-up error
+                raise OSError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+    except BaseException:
+        task.cancel()
+        sock.close()
+        raise
     scheme = "https" if tls else "http"
     log.info("HTTP/JSON API and page on %s://%s:%d/", scheme, settings.host, port)
     return HttpServer(server, task, port)

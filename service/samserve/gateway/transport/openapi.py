@@ -137,7 +137,10 @@ def document(auth: bool, version: str = "1") -> dict:
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{rpc}Response"}}},
                 },
                 "default": {
-                    "description": "the gRPC status as an HTTP code (400, 401, 404, 413, 429)",
+                    "description": "the gRPC status as an HTTP code: 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, "
+                    "404 NOT_FOUND, 408 (body not sent in time), 413 (request over the limit), 429 "
+                    "RESOURCE_EXHAUSTED (Retry-After when over capacity), 499 CANCELLED, 500 INTERNAL, "
+                    "503 UNAVAILABLE (Retry-After), 504 DEADLINE_EXCEEDED",
                     "content": error,
                 },
             },
@@ -146,7 +149,7 @@ def document(auth: bool, version: str = "1") -> dict:
             content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{rpc}Request"}}}
             if rpc in UPLOADS:
                 content["multipart/form-data"] = {"schema": _upload(rpc)}
-            op["requestBody"] = {"required": True, "content": content}
+            op["requestBody"] = {"required": False, "content": content}  # empty: every field its default
         if auth:
             op["security"] = [{"bearer": []}]
         paths[path] = {method: op}
@@ -169,7 +172,8 @@ def document(auth: bool, version: str = "1") -> dict:
             "title": "samserve",
             "version": version,
             "description": "Segment Anything over HTTP/JSON: the samserve.v1 gRPC API's messages in the proto3 "
-            "JSON mapping (field names as in the .proto, bytes as base64, enums by name).",
+            "JSON mapping (field names as in the .proto, bytes as base64, enums by name; the mapping's "
+            "lowerCamelCase names are accepted too).",
         },
         "paths": paths,
         "components": {"schemas": schemas},

@@ -16,9 +16,11 @@ import grpc
 from samserve.core.errors import (
     BackendError,
     BackendUnavailable,
+    Cancelled,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
+    OverCapacity,
     Overloaded,
     SamServeError,
 )
@@ -35,6 +37,7 @@ STATUS = {
     BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     BackendError: grpc.StatusCode.INTERNAL,
+    Cancelled: grpc.StatusCode.CANCELLED,
 }
 # Errors the client cannot act on carry the request id, the key to the server's log line.
 WITH_REQUEST_ID = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
@@ -57,12 +60,19 @@ class Admission:
 
 
 class RpcFailure(Exception):
-    """An RPC's outcome other than OK: the status and the message the client is given."""
+    """An RPC's outcome other than OK: the status and the message the client is given, and the
+    error's class (a transport may say more: HTTP's 413 for RequestTooLarge, Retry-After)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, kind: type[Exception] = Exception) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.kind = kind
+
+    @property
+    def retryable(self) -> bool:
+        """Busy or away now, not wrong: the same request may succeed later."""
+        return issubclass(self.kind, (OverCapacity, BackendUnavailable))
 
 
 async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: Admission) -> T:
@@ -73,16 +83,17 @@ async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: 
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     message = ""
+    kind: type[Exception] = Exception
     admitted = admission.active < admission.limit
     if admitted:
         admission.active += 1
         metrics.in_flight.inc()
     try:
         if not admitted:
-            raise Overloaded(f"over capacity: {admission.limit} requests in flight; retry with backoff")
+            raise OverCapacity(f"over capacity: {admission.limit} requests in flight; retry with backoff")
         return await work
     except SamServeError as exc:
-        code, message = status_of(exc), str(exc)
+        code, message, kind = status_of(exc), str(exc), type(exc)
         if code in WITH_REQUEST_ID:
             message = f"{message} (request id {request_id})"
     except asyncio.CancelledError:
@@ -102,4 +113,4 @@ async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: 
         metrics.latency.labels(method, code.name).observe(elapsed)
         log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
     log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
-    raise RpcFailure(code, message)
+    raise RpcFailure(code, message, kind)

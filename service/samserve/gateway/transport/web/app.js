@@ -21,6 +21,7 @@ const state = {
   amgRequest: null, // the fields sent with the image for "segment everything"
   lastRequest: null, // the last JSON request sent
   busy: 0,
+  seq: 0, // numbers the image, segment and everything calls: an answer to a superseded one is dropped
 };
 window.samserve = state;
 
@@ -225,8 +226,10 @@ async function embed() {
 }
 
 async function openImage(file) {
+  const seq = ++state.seq;
   state.file = file;
-  state.imageId = null;
+  state.imageId = null; // no clicks, no "segment everything" until the new image is embedded
+  enable();
   const img = $("image");
   img.src = URL.createObjectURL(file);
   try {
@@ -237,6 +240,7 @@ async function openImage(file) {
   setStatus(`embedding ${file.name} ...`);
   try {
     const data = await embed();
+    if (seq !== state.seq) return; // another image was opened meanwhile
     state.size = [data.original_size.height, data.original_size.width];
     $("stage").classList.remove("empty");
     fitImage();
@@ -262,6 +266,7 @@ async function segment() {
     mask_format: "MASK_FORMAT_COCO_RLE",
     model: state.model,
   });
+  const seq = ++state.seq;
   try {
     let answer;
     try {
@@ -271,6 +276,7 @@ async function segment() {
       await embed(); // the embedding expired (or Redis restarted): embed again, once
       answer = await api("/v1/segment", { json: request(), what: "segment" });
     }
+    if (seq !== state.seq) return; // a newer click (or image) superseded this one
     const { data, ms } = answer;
     state.records = null;
     state.result = data.results[0];
@@ -309,7 +315,9 @@ async function everything() {
   form.append("request", JSON.stringify(state.amgRequest));
   setStatus("segmenting everything ...");
   try {
+    const seq = ++state.seq;
     const { data, ms } = await api("/v1/generate_masks", { form, what: "segment everything" });
+    if (seq !== state.seq) return; // superseded by a click or another image
     // the largest first, so small masks stay visible on top (as the reference's show_anns)
     const records = [...data.masks].sort((a, b) => b.area - a.area);
     state.records = records;
