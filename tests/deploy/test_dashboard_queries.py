@@ -89,8 +89,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def traffic(client, prometheus):
-    """Embed (miss and hit), Segment, GenerateMasks and a failing request, then two scrapes."""
+def traffic(client, gateway, prometheus):
+    """Embed (miss and hit), Segment, GenerateMasks and a failing request over gRPC, one
+    request over HTTP, then two scrapes."""
+    import httpx
+
     from samserve.v1 import samserve_pb2 as pb
 
     data = png_image(140, 180, 777)
@@ -100,6 +103,7 @@ def traffic(client, prometheus):
     client.generate_masks(data, points_per_side=2)
     with pytest.raises(grpc.RpcError):
         client.stub.Embed(pb.EmbedRequest(image=b"not an image"))
+    assert httpx.get(gateway.http_url + "/v1/models").status_code == 200
     time.sleep(4)
     return prometheus
 
@@ -113,6 +117,8 @@ def test_dashboard_query_returns_data(traffic, title, expr):
         pytest.skip(f"{title}: Triton exports nv_gpu_* only with a GPU; none here")
     result = answer["data"]["result"]
     assert result, f"{title}: {query} returned no data"
+    if "by model" in title:  # the served model's name, not "unknown"
+        assert {r["metric"]["model"] for r in result} == {"default"}, result
 
 
 def test_every_panel_has_a_query():

@@ -68,6 +68,30 @@ def test_an_embedded_image_skips_the_encoder_for_the_whole_image_layer(client, t
     assert triton_stats.inferences("sam_encoder") == before + 4  # only the four crops
 
 
+def test_generate_masks_by_image_id_equals_by_bytes_without_an_upload(client, stub, triton_stats, fresh_seed):
+    data = png_image(140, 190, fresh_seed)
+    image_id = client.embed(data).image_id
+    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    by_bytes = client.generate_masks_pb(data, **options)
+    before = triton_stats.inferences("sam_encoder")
+    by_id = client.generate_masks_pb(image_id=image_id, **options)
+    assert triton_stats.inferences("sam_encoder") == before
+    assert by_id.cached and by_id.image_id == image_id and len(by_id.masks) > 0
+    assert by_id == by_bytes
+    # crops are embedded from the pixels: by image_id they cannot be
+    request = pb.GenerateMasksRequest(image_id=image_id, options=pb.AmgOptions(points_per_side=4, crop_n_layers=1))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GenerateMasks(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "send the image bytes" in err.value.details()
+    for bad, code in (("ab" * 32, grpc.StatusCode.NOT_FOUND), ("nope", grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GenerateMasks(pb.GenerateMasksRequest(image_id=bad), timeout=30)
+        assert err.value.code() == code, err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GenerateMasks(pb.GenerateMasksRequest(), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image_source" in err.value.details()
+
+
 def test_the_sam_amg_ensemble_answers_one_triton_request(triton_server, small_sam):
     import tritonclient.grpc as tc
 

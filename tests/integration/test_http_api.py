@@ -214,7 +214,8 @@ def test_every_route_is_in_the_schema_and_answers(http, schema):
         for method in ops:
             r = http.request(method.upper(), path, json={} if method == "post" else None)
             assert r.status_code not in (404, 405), (method, path)
-    assert {"/v1/embed", "/v1/segment", "/v1/generate_masks", "/v1/models", "/v1/health"} == set(schema["paths"])
+    expected = {"/v1/embed", "/v1/embed_many", "/v1/segment", "/v1/generate_masks", "/v1/models", "/v1/health"}
+    assert set(schema["paths"]) == expected
 
 
 def test_page_is_served_with_a_strict_policy(http):
@@ -235,6 +236,22 @@ def test_metrics_per_route(gateway, http):
     assert gateway.metric("samserve_requests_total", {"method": "ListModels", "code": "OK"}) == rpc_before + 1
     http.get("/no/such/thing")
     assert gateway.metric("samserve_http_requests_total", {"route": "other", "status": "404"}) >= 1
+
+
+def test_the_model_label_names_served_models_only(gateway, http):
+    """Per-model metrics, with a bounded label set: a name not served counts as "unknown"."""
+    image_id = http.post("/v1/embed", json={"image": b64(png_image(64, 64, 87))}).json()["image_id"]
+    ok = {"method": "Segment", "code": "OK", "model": "default"}
+    before = gateway.metric("samserve_requests_total", ok)
+    assert http.post("/v1/segment", json={"image_id": image_id, "prompts": PROMPTS[:1]}).status_code == 200
+    assert gateway.metric("samserve_requests_total", ok) == before + 1
+    unknown = {"method": "Segment", "code": "NOT_FOUND", "model": "unknown"}
+    before = gateway.metric("samserve_requests_total", unknown)
+    for name in ("nope", "other-name"):
+        body = {"image_id": image_id, "prompts": PROMPTS[:1], "model": name}
+        assert http.post("/v1/segment", json=body).status_code == 404
+    assert gateway.metric("samserve_requests_total", unknown) == before + 2
+    assert gateway.metric("samserve_requests_total", {"model": "nope"}) == 0
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded
+from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, OverCapacity
 from samserve.gateway.backends.triton import _translate
 
 INTERNALS = "onnxruntime node /mask_decoder/Add_3 failed at 10.12.0.7:8001"
@@ -17,7 +17,7 @@ INTERNALS = "onnxruntime node /mask_decoder/Add_3 failed at 10.12.0.7:8001"
         ("StatusCode.UNAVAILABLE", BackendUnavailable),
         ("StatusCode.NOT_FOUND", BackendUnavailable),  # model (re)loading
         ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded),
-        ("StatusCode.RESOURCE_EXHAUSTED", Overloaded),
+        ("StatusCode.RESOURCE_EXHAUSTED", OverCapacity),  # busy now: worth a retry
         ("StatusCode.INTERNAL", BackendError),
         ("StatusCode.INVALID_ARGUMENT", BackendError),  # the gateway sent what the model refuses: our bug
         ("StatusCode.UNKNOWN", BackendError),

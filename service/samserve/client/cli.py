@@ -250,20 +250,80 @@ def _bench(args) -> None:
     print(f"report {report}; plots {', '.join(str(p) for p in images)}")
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+def _image_files(paths: list[str]) -> list[Path]:
+    """Files as given; directories walked (sorted) for the image suffixes the API takes."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
 def _embed(args) -> None:
     import grpc
 
     from samserve.client import SamClient
 
-    with SamClient(args.server) as client:
+    files = _image_files(args.images)
+    if not files:
+        sys.exit("no images: give image files or folders holding them")
+    if len(files) == 1 and args.concurrency is None:
+        with SamClient(args.server) as client:
+            try:
+                r = client.embed(files[0].read_bytes(), model=args.model)
+            except grpc.RpcError as exc:
+                sys.exit(f"{exc.code().name}: {exc.details()}")
+        print(
+            f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
+            f"model {r.model_id}"
+        )
+        return
+    _embed_many(args, files)
+
+
+def _embed_many(args, files: list[Path]) -> None:
+    """EmbedMany with a progress bar: a line per failed image, a summary at the end."""
+    import time
+
+    import grpc
+
+    from samserve.client import SamClient
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the base install has no tqdm: a plain count
+        tqdm = None
+    bar = tqdm(total=len(files), unit="img", desc="embed") if tqdm else None
+    counts = {"embedded": 0, "cached": 0, "failed": 0}
+    started = time.perf_counter()
+    with SamClient(args.server, timeout_s=None) as client:
         try:
-            r = client.embed(Path(args.image).read_bytes(), model=args.model)
+            images = (f.read_bytes() for f in files)
+            for r in client.embed_many(images, window=args.concurrency or 8, model=args.model):
+                if r.status == "OK":
+                    counts["cached" if r.embedded.cached else "embedded"] += 1
+                else:
+                    counts["failed"] += 1
+                    (bar.write if bar else print)(f"{files[r.index]}: {r.status}: {r.message}")
+                if bar:
+                    bar.update()
         except grpc.RpcError as exc:
             sys.exit(f"{exc.code().name}: {exc.details()}")
+        finally:
+            if bar:
+                bar.close()
+    seconds = time.perf_counter() - started
     print(
-        f"image_id {r.image_id} size {r.original_size.width}x{r.original_size.height} cached {r.cached} "
-        f"model {r.model_id}"
+        f"{len(files)} images in {seconds:.1f} s ({len(files) / seconds:.2f} images/s): {counts['embedded']} embedded, "
+        f"{counts['cached']} already cached, {counts['failed']} failed"
     )
+    if counts["failed"]:
+        sys.exit(1)
 
 
 def _serve_parser(sub) -> None:
@@ -300,8 +360,9 @@ def _serve_parser(sub) -> None:
 
 
 def _client_parsers(sub) -> None:
-    e = sub.add_parser("embed", help="embed an image, print its image_id")
-    e.add_argument("image")
+    e = sub.add_parser("embed", help="embed images (files or folders; several: EmbedMany with a progress bar)")
+    e.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    e.add_argument("--concurrency", type=int, help="images in flight at once (default 8; the server caps it)")
     e.add_argument("--server", default="127.0.0.1:50051")
     e.add_argument("--model", default="", help="a model of the deployment (default: its default)")
 

@@ -7,6 +7,8 @@ with SamClient("127.0.0.1:50051") as c:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,6 +27,7 @@ class PromptSpec:
     labels: list[int] = field(default_factory=list)
     box: tuple[float, float, float, float] | None = None
     mask_input: np.ndarray | None = None  # (L, L) float32 low-res logits
+    mask_input_id: str | None = None  # or logits kept by an earlier segment(keep_low_res_logits=True)
 
     def to_pb(self) -> pb.Prompt:
         p = pb.Prompt(
@@ -35,6 +38,8 @@ class PromptSpec:
         if self.mask_input is not None:
             m = np.ascontiguousarray(self.mask_input, dtype="<f4")
             p.mask_input.CopyFrom(pb.MaskInput(data=m.tobytes(), height=m.shape[0], width=m.shape[1]))
+        if self.mask_input_id:
+            p.mask_input_id = self.mask_input_id
         return p
 
 
@@ -44,6 +49,7 @@ class PromptMasks:
     iou_predictions: np.ndarray  # (C,) float32
     low_res_logits: np.ndarray | None  # (C, L, L) float32
     polygons: list[list[PolygonPart]] | None = None  # per mask, with MASK_FORMAT_POLYGONS
+    low_res_logits_ids: list[str] | None = None  # per mask, with keep_low_res_logits
 
 
 @dataclass
@@ -94,6 +100,7 @@ def segmentation_from_pb(r: pb.SegmentResponse) -> Segmentation:
                 np.asarray(res.iou_predictions, dtype=np.float32),
                 logits,
                 [polygons_of(m) for m in res.masks] if res.masks and polygons_of(res.masks[0]) is not None else None,
+                list(res.low_res_logits_ids) or None,
             )
         )
     return Segmentation(r.image_id, (r.original_size.height, r.original_size.width), r.cached, prompts)
@@ -176,6 +183,22 @@ class SamClient:
             metadata=self.metadata,
         )
 
+    def embed_many(
+        self, images: Iterable[bytes], window: int = 8, model: str = "", return_embedding: bool = False
+    ) -> Iterator[pb.EmbedManyResult]:
+        """EmbedMany: a result per image, in order, each with its own status. At most `window`
+        images are sent ahead of their results (the server's own window may be smaller)."""
+        slots = threading.Semaphore(window)
+
+        def requests():
+            for data in images:
+                slots.acquire()
+                yield pb.EmbedRequest(image=data, model=model, return_embedding=return_embedding)
+
+        for result in self.stub.EmbedMany(requests(), timeout=self.timeout_s, metadata=self.metadata):
+            slots.release()
+            yield result
+
     def segment(
         self,
         image: bytes | None = None,
@@ -187,6 +210,7 @@ class SamClient:
         return_low_res_logits: bool = False,
         model: str = "",
         polygon_tolerance: float = 0.0,
+        keep_low_res_logits: bool = False,
     ) -> Segmentation:
         req = pb.SegmentRequest(
             prompts=[p.to_pb() for p in prompts or []],
@@ -195,6 +219,7 @@ class SamClient:
             return_low_res_logits=return_low_res_logits,
             model=model,
             polygon_tolerance=polygon_tolerance,
+            keep_low_res_logits=keep_low_res_logits,
         )
         if image is not None:
             req.image = image
@@ -204,21 +229,27 @@ class SamClient:
 
     def generate_masks_pb(
         self,
-        image: bytes,
+        image: bytes | None = None,
         output_format: int = pb.MASK_FORMAT_COCO_RLE,
         model: str = "",
         polygon_tolerance: float = 0.0,
+        *,
+        image_id: str | None = None,
         **options,
     ) -> pb.GenerateMasksResponse:
-        """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...)."""
+        """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...); image_id
+        (of embed()) instead of the bytes: no upload for a cached image."""
         req = pb.GenerateMasksRequest(
-            image=image,
             options=pb.AmgOptions(**options),
             output_format=output_format,
             model=model,
             polygon_tolerance=polygon_tolerance,
         )
+        if image is not None:
+            req.image = image
+        else:
+            req.image_id = image_id or ""
         return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 
-    def generate_masks(self, image: bytes, **options) -> list[AmgRecord]:
+    def generate_masks(self, image: bytes | None = None, **options) -> list[AmgRecord]:
         return amg_records_from_pb(self.generate_masks_pb(image, **options))

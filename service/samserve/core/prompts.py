@@ -21,12 +21,14 @@ class Prompt:
     """One prompt, in original-image pixels.
 
     points (N, 2) float64 XY; labels (N,) int64 (1 fg, 0 bg); box (4,) float64 XYXY or None;
-    mask_input (L, L) float32 low-res logits or None (L = 4 * S / 16)."""
+    mask_input (L, L) float32 low-res logits or None (L = 4 * S / 16); mask_input_id names
+    logits kept server-side instead (the gateway resolves it to mask_input)."""
 
     points: np.ndarray
     labels: np.ndarray
     box: np.ndarray | None = None
     mask_input: np.ndarray | None = None
+    mask_input_id: str | None = None
 
 
 @dataclass(frozen=True)

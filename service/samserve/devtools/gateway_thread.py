@@ -29,8 +29,14 @@ class GatewayThread:
         return fut.result(timeout)
 
     def metric(self, name: str, labels: dict | None = None) -> float:
-        value = self.metrics.registry.get_sample_value(name, labels or {})
-        return 0.0 if value is None else value
+        """The sum of the samples `name` whose labels include `labels` (0 when none)."""
+        want = (labels or {}).items()
+        return sum(
+            s.value
+            for family in self.metrics.registry.collect()
+            for s in family.samples
+            if s.name == name and want <= s.labels.items()
+        )
 
     def stop(self) -> None:
         try:

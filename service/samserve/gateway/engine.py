@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.embedding_store import EmbeddingStore, ModelChanged
+from samserve.gateway.logits_store import LogitsStore
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 
@@ -50,6 +52,7 @@ class PromptOutput:
     masks: list  # per mask: the MaskFormat's payload (dict, counts list or bytes)
     iou_predictions: np.ndarray  # (C,) float32
     low_res_logits: np.ndarray | None  # (C, L, L) float32
+    low_res_logits_ids: list[str] | None = None  # (C,) with keep_logits: kept server-side
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class SamEngine:
         self._loaded_at = 0.0
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
+        self.logits = LogitsStore(cache, settings.logits_ttl_s, settings.logits_local_bytes)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -156,6 +160,13 @@ class SamEngine:
             raise NotFound(f"model {name!r} is not served; served: {served} (unset: the default, {self._default!r})")
         return model
 
+    def model_label(self, name: str | None) -> str:
+        """The metrics' model label: the served model's name (unset: the default's); "unknown"
+        for a name not served, so a client cannot grow the label set."""
+        known = self._models or {}
+        name = name or self._default
+        return name if name in known else "unknown"
+
     async def models(self) -> tuple[list[ModelInfo], str]:
         """(every served model, the default's name)."""
         await self.model()
@@ -208,10 +219,12 @@ class SamEngine:
         deadline: Deadline,
         model_name: str | None = None,
         polygon_tolerance: float = 0.0,
+        keep_logits: bool = False,
     ) -> SegmentResult:
         deadline.remaining("starting")
         s = self.settings
         first = await self.model(model_name)
+        prompts = await self._kept_masks(prompts, first)
 
         def validate(size: tuple[int, int]) -> None:
             model = self._known(model_name) or first  # after a refresh, the model served now
@@ -242,7 +255,25 @@ class SamEngine:
                     ) from None
         n_masks = 3 if multimask_output else 1
         outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
+        if keep_logits:
+            ids = await self.logits.put_many(entry.model_id, [m for low, _ in selected for m in low])
+            outputs = [
+                dataclasses.replace(o, low_res_logits_ids=ids[i * n_masks : (i + 1) * n_masks])
+                for i, o in enumerate(outputs)
+            ]
         return SegmentResult(image_id, entry.original_size, cached, outputs)
+
+    async def _kept_masks(self, prompts: list[Prompt], model: ModelInfo) -> list[Prompt]:
+        """Prompts naming kept logits (mask_input_id) get them as mask_input; NotFound first,
+        before any work, for an id expired or of another model."""
+        return [
+            dataclasses.replace(
+                p, mask_input=await self.logits.get(model.model_id, p.mask_input_id, f"prompts[{i}].mask_input_id")
+            )
+            if p.mask_input_id
+            else p
+            for i, p in enumerate(prompts)
+        ]
 
     async def _served_model_changed(self, model: ModelInfo, made_by: str) -> bool:
         """After a decoder or AMG failure: True (and the models' facts refreshed) when Triton now
@@ -359,7 +390,8 @@ class SamEngine:
 
     async def generate_masks(
         self,
-        image: bytes,
+        image: bytes | None,
+        image_id: str | None,
         opts: AmgOptions,
         fmt: MaskFormat,
         deadline: Deadline,
@@ -379,11 +411,20 @@ class SamEngine:
             model = self._known(model_name) or first  # after a refresh, the model served now
             opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
 
+        if image is None and not image_id:
+            raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
         rgb = None
         if opts.crop_n_layers > 0:  # crops are embedded from the pixels
+            if image is None:
+                raise InvalidInput(
+                    f"image_id: crop_n_layers={opts.crop_n_layers} embeds crops of the pixels; send the image bytes"
+                )
             rgb = await self.run_cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         for attempt in (1, 2):
-            image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
+            if image is not None:
+                image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
+            else:
+                entry, cached = await self.embedding_by_id(image_id, model_name), True
             model = await self.model(model_name)
             validate(entry.original_size)  # a cached image was not decoded
             started = time.perf_counter()
@@ -401,6 +442,11 @@ class SamEngine:
             except (BackendError, BackendUnavailable):
                 if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
                     raise
+                if image is None:
+                    raise NotFound(
+                        f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
+                        f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
+                    ) from None
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
             h, w = entry.original_size

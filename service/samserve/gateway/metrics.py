@@ -13,9 +13,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("samserve_requests", "RPCs by method and status", ["method", "code"], registry=r)
+        # model: a served model's name ("" where no model applies: ListModels, a refused token)
+        self.requests = Counter(
+            "samserve_requests", "RPCs by method, status and model", ["method", "code", "model"], registry=r
+        )
         self.latency = Histogram(
-            "samserve_request_seconds", "RPC latency", ["method", "code"], buckets=LATENCY_BUCKETS, registry=r
+            "samserve_request_seconds",
+            "RPC latency",
+            ["method", "code", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.http_requests = Counter(
             "samserve_http_requests", "HTTP requests by route and status code", ["route", "status"], registry=r

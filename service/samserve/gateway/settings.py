@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     redis_retry_after_s: float = Field(2.0, ge=0, description="after a Redis error, skip Redis this long")
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="embedding lifetime in the cache")
     lock_ttl_s: float = Field(30.0, gt=0, description="single-flight lock across replicas")
+    logits_ttl_s: int = Field(600, gt=0, description="refinement sessions: how long kept low-res logits live")
+    logits_local_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="refinement sessions: logits this process keeps when Redis is off or failing",
+    )
 
     # limits
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
@@ -97,6 +103,8 @@ class Settings(BaseSettings):
         description="GenerateMasks budget: mask pixels upsampled at most (3 a prompt, at its crop's size)",
     )
     cpu_workers: int = Field(2, ge=1, description="threads for decode/resize/mask encoding")
+    embed_many_window: int = Field(8, ge=1, le=1024, description="EmbedMany: images of one stream in flight at once")
+    embed_many_max_images: int = Field(1024, ge=1, description="HTTP EmbedMany: images in one upload")
 
     # embedded default (samserve serve)
     embedded: bool = Field(True, description="start local redis-server and tritonserver")

@@ -66,6 +66,18 @@ class EmbedResponse(_message.Message):
     embedding: Embedding
     def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., model_id: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ...) -> None: ...
 
+class EmbedManyResult(_message.Message):
+    __slots__ = ("index", "status", "message", "embedded")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    status: str
+    message: str
+    embedded: EmbedResponse
+    def __init__(self, index: _Optional[int] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., embedded: _Optional[_Union[EmbedResponse, _Mapping]] = ...) -> None: ...
+
 class Point(_message.Message):
     __slots__ = ("x", "y", "label")
     X_FIELD_NUMBER: _ClassVar[int]
@@ -99,17 +111,19 @@ class MaskInput(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class Prompt(_message.Message):
-    __slots__ = ("points", "box", "mask_input")
+    __slots__ = ("points", "box", "mask_input", "mask_input_id")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     MASK_INPUT_FIELD_NUMBER: _ClassVar[int]
+    MASK_INPUT_ID_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[Point]
     box: Box
     mask_input: MaskInput
-    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_input: _Optional[_Union[MaskInput, _Mapping]] = ...) -> None: ...
+    mask_input_id: str
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_input: _Optional[_Union[MaskInput, _Mapping]] = ..., mask_input_id: _Optional[str] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits", "model", "polygon_tolerance")
+    __slots__ = ("image", "image_id", "prompts", "multimask_output", "mask_format", "return_low_res_logits", "model", "polygon_tolerance", "keep_low_res_logits")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +132,7 @@ class SegmentRequest(_message.Message):
     RETURN_LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     image_id: str
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
@@ -126,7 +141,8 @@ class SegmentRequest(_message.Message):
     return_low_res_logits: bool
     model: str
     polygon_tolerance: float
-    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
+    keep_low_res_logits: bool
+    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., multimask_output: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., return_low_res_logits: _Optional[bool] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ..., keep_low_res_logits: _Optional[bool] = ...) -> None: ...
 
 class CocoRle(_message.Message):
     __slots__ = ("size", "counts")
@@ -193,14 +209,16 @@ class LowResLogits(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
 
 class PromptResult(_message.Message):
-    __slots__ = ("masks", "iou_predictions", "low_res_logits")
+    __slots__ = ("masks", "iou_predictions", "low_res_logits", "low_res_logits_ids")
     MASKS_FIELD_NUMBER: _ClassVar[int]
     IOU_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     LOW_RES_LOGITS_FIELD_NUMBER: _ClassVar[int]
+    LOW_RES_LOGITS_IDS_FIELD_NUMBER: _ClassVar[int]
     masks: _containers.RepeatedCompositeFieldContainer[Mask]
     iou_predictions: _containers.RepeatedScalarFieldContainer[float]
     low_res_logits: _containers.RepeatedCompositeFieldContainer[LowResLogits]
-    def __init__(self, masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., iou_predictions: _Optional[_Iterable[float]] = ..., low_res_logits: _Optional[_Iterable[_Union[LowResLogits, _Mapping]]] = ...) -> None: ...
+    low_res_logits_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., iou_predictions: _Optional[_Iterable[float]] = ..., low_res_logits: _Optional[_Iterable[_Union[LowResLogits, _Mapping]]] = ..., low_res_logits_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
     __slots__ = ("image_id", "original_size", "cached", "results")
@@ -241,18 +259,20 @@ class AmgOptions(_message.Message):
     def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ...) -> None: ...
 
 class GenerateMasksRequest(_message.Message):
-    __slots__ = ("image", "options", "output_format", "model", "polygon_tolerance")
+    __slots__ = ("image", "image_id", "options", "output_format", "model", "polygon_tolerance")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
+    image_id: str
     options: AmgOptions
     output_format: MaskFormat
     model: str
     polygon_tolerance: float
-    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
+    def __init__(self, image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., options: _Optional[_Union[AmgOptions, _Mapping]] = ..., output_format: _Optional[_Union[MaskFormat, str]] = ..., model: _Optional[str] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
 
 class PointXY(_message.Message):
     __slots__ = ("x", "y")

@@ -54,6 +54,11 @@ class SegmentAnythingStub:
                 request_serializer=samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.EmbedMany = channel.stream_stream(
+                '/samserve.v1.SegmentAnything/EmbedMany',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.EmbedManyResult.FromString,
+                _registered_method=True)
 
 
 class SegmentAnythingServicer:
@@ -87,6 +92,15 @@ class SegmentAnythingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedMany(self, request_iterator, context):
+        """Pre-embeds a stream of images: at most embed_many_window at once (the encoder batches
+        them), a result per image in the order sent, each with its own status (a bad image does
+        not end the stream). The server reads no further ahead than its window: backpressure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentAnythingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +123,11 @@ def add_SegmentAnythingServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.FromString,
                     response_serializer=samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'EmbedMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedMany,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.EmbedRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.EmbedManyResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +238,33 @@ class SegmentAnything:
             '/samserve.v1.SegmentAnything/ListModels',
             samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.SerializeToString,
             samserve_dot_v1_dot_samserve__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/samserve.v1.SegmentAnything/EmbedMany',
+            samserve_dot_v1_dot_samserve__pb2.EmbedRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.EmbedManyResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,11 +18,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from samserve.core.errors import Cancelled, InvalidInput, RequestTimeout, RequestTooLarge
+from samserve.core.errors import Cancelled, InvalidInput, RequestTimeout, RequestTooLarge, SamServeError
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
@@ -31,7 +31,7 @@ from samserve.gateway.transport import http_json, openapi
 from samserve.gateway.transport.health import HealthWatch
 from samserve.gateway.transport.http_edge import BodyTooLarge, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
-from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc
+from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, status_of
 from samserve.v1 import samserve_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class HttpApi:
             for path, (rpc, method, _) in openapi.ROUTES.items()
         ]
         routes += [
+            Route(openapi.EMBED_MANY, self._embed_many, methods=["POST"]),
             Route("/v1/health", self._health, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
             Route("/", self._page, methods=["GET"]),
@@ -191,14 +192,82 @@ class HttpApi:
             await form.close()
         return message
 
+    async def _embed_many(self, request: Request) -> Response:
+        """EmbedMany: a multipart upload of `image` parts (and optionally `request`: the other
+        EmbedRequest fields for all), answered as NDJSON, a line per image in order."""
+        fields = pb.EmbedRequest()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if content_type != "multipart/form-data":
+                raise InvalidInput("EmbedMany: send multipart/form-data, the images as parts named 'image'")
+            with self.admission.slot():  # the upload is held in a slot, as an RPC's body is
+                images = await asyncio.wait_for(self._images(request, fields), self.settings.http_read_timeout_s)
+            deadline = _deadline(request)
+        except TimeoutError:
+            what = f"request body: not received within {self.settings.http_read_timeout_s:g} s"
+            return _failure(RpcFailure(C.DEADLINE_EXCEEDED, what, RequestTimeout))
+        except BodyTooLarge:
+            what = f"request body: over the limit of {self.max_body} bytes"
+            return _failure(RpcFailure(C.RESOURCE_EXHAUSTED, what, RequestTooLarge))
+        except ClientDisconnect:
+            return _failure(RpcFailure(C.CANCELLED, "the client closed the connection", Cancelled))
+        except SamServeError as exc:
+            return _failure(RpcFailure(status_of(exc), str(exc), type(exc)))
+
+        async def requests():
+            for data in images:
+                one = pb.EmbedRequest()
+                one.CopyFrom(fields)
+                one.image = data
+                yield one
+
+        def run(work, one):
+            return run_rpc("EmbedMany", work, self.metrics, self.admission, self.rpcs.model_label(one))
+
+        async def lines():
+            async for result in self.rpcs.embed_many(requests(), deadline, run):
+                yield await self.engine.run_cpu(http_json.dumps, result) + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def _images(self, request: Request, fields: pb.EmbedRequest) -> list[bytes]:
+        limit = self.settings.embed_many_max_images
+        try:
+            form = await request.form(max_files=limit + 1, max_fields=1, max_part_size=self.max_body)
+        except MultiPartException as exc:
+            raise InvalidInput(f"multipart body: {exc.message}") from None
+        except HTTPException as exc:
+            raise InvalidInput(f"multipart body: {exc.detail}") from None
+        try:
+            extra = sorted(set(form.keys()) - {"image", "request"})
+            if extra:
+                raise InvalidInput(
+                    f"multipart body: unknown parts {extra}; send 'image' parts and optionally 'request'"
+                )
+            text = form.get("request")
+            if isinstance(text, UploadFile):
+                text = (await text.read()).decode("utf-8", "replace")
+            await self.engine.run_cpu(http_json.parse, text or "", fields, self.budget, "multipart part 'request'")
+            if fields.image:
+                raise InvalidInput("multipart body: the images are the 'image' parts; 'request' sets no image")
+            parts = form.getlist("image")
+            if not parts or not all(isinstance(p, UploadFile) for p in parts):
+                raise InvalidInput("multipart body: file parts named 'image' are required")
+            if len(parts) > limit:
+                raise InvalidInput(f"multipart body: {len(parts)} images; at most {limit} a request")
+            return [await p.read() for p in parts]
+        finally:
+            await form.close()
+
     def _endpoint(self, rpc: str, method: str):
         cls = getattr(pb, f"{rpc}Request")
         call = getattr(self.rpcs, rpc)
 
-        async def work(request: Request):
+        async def work(request: Request, parsed: list[Message]):
             # inside run_rpc: a request is admitted (or refused) before its body is read, so
             # at most max_concurrent_requests bodies are held at once, over both transports
             message = await self._message(request, cls)
+            parsed.append(message)
             deadline = _deadline(request)
             if message.ByteSize() > self.settings.max_request_bytes:
                 size = message.ByteSize()
@@ -206,8 +275,13 @@ class HttpApi:
             return await _unless_disconnected(request, call(message, deadline))
 
         async def endpoint(request: Request) -> Response:
+            parsed: list[Message] = []
+
+            def model() -> str:  # the metrics' label; a body that never parsed names none
+                return self.rpcs.model_label(parsed[0] if parsed else cls())()
+
             try:
-                response = await run_rpc(rpc, work(request), self.metrics, self.admission)
+                response = await run_rpc(rpc, work(request, parsed), self.metrics, self.admission, model)
             except RpcFailure as failure:
                 return _failure(failure)
             body = await self.engine.run_cpu(http_json.dumps, response)

@@ -81,7 +81,7 @@ class HttpEdge:
             if self._needs_token(path) and not bearer_valid(
                 headers.get(b"authorization", b"").decode("latin-1"), self.tokens
             ):
-                self.metrics.requests.labels("any", "UNAUTHENTICATED").inc()
+                self.metrics.requests.labels("any", "UNAUTHENTICATED", "").inc()
                 message = "missing or invalid credentials: send header 'Authorization: Bearer <token>'"
                 body = error_body(401, "UNAUTHENTICATED", message)
                 return await _answer(send_with_headers, 401, body, [(b"www-authenticate", b"Bearer"), CLOSE])

@@ -64,7 +64,9 @@ def prompt_from_pb(p: pb.Prompt, index: int) -> Prompt:
     labels = np.array([pt.label for pt in p.points], dtype=np.int64)
     box = np.array([p.box.x0, p.box.y0, p.box.x1, p.box.y1], dtype=np.float64) if p.HasField("box") else None
     mask = _mask_input(p.mask_input, f"prompts[{index}].mask_input") if p.HasField("mask_input") else None
-    return Prompt(points, labels, box, mask)
+    if mask is not None and p.mask_input_id:
+        raise InvalidInput(f"prompts[{index}]: set mask_input or mask_input_id, not both")
+    return Prompt(points, labels, box, mask, p.mask_input_id or None)
 
 
 def size_pb(size: tuple[int, int]) -> pb.ImageSize:
@@ -108,7 +110,11 @@ def _mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
 
 
 def _prompt_result(o: PromptOutput, fmt: MaskFormat, size: tuple[int, int]) -> pb.PromptResult:
-    r = pb.PromptResult(masks=[_mask_pb(m, fmt, size) for m in o.masks], iou_predictions=o.iou_predictions.tolist())
+    r = pb.PromptResult(
+        masks=[_mask_pb(m, fmt, size) for m in o.masks],
+        iou_predictions=o.iou_predictions.tolist(),
+        low_res_logits_ids=o.low_res_logits_ids or [],
+    )
     if o.low_res_logits is not None:
         for logits in o.low_res_logits:
             r.low_res_logits.add(

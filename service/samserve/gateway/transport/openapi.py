@@ -37,6 +37,7 @@ ROUTES = {
     "/v1/models": ("ListModels", "get", "The models served, the default first named"),
 }
 UPLOADS = ("Embed", "Segment", "GenerateMasks")  # take the image as a multipart upload too
+EMBED_MANY = "/v1/embed_many"  # EmbedMany: a multipart upload of images, answered as NDJSON
 
 ERROR = {
     "type": "object",
@@ -153,6 +154,39 @@ def document(auth: bool, version: str = "1") -> dict:
         if auth:
             op["security"] = [{"bearer": []}]
         paths[path] = {method: op}
+    embed_many = {
+        "operationId": "EmbedMany",
+        "summary": "Pre-embed many images: a JSON line (EmbedManyResult) per image, in order, each with its status",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "request": {
+                                "type": "string",
+                                "contentMediaType": "application/json",
+                                "description": "EmbedRequest's other fields (model, return_embedding) for every image",
+                            },
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "one EmbedManyResult per line (NDJSON)",
+                "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EmbedManyResult"}}},
+            },
+            "default": {"description": "the request as a whole refused (see the other routes)", "content": error},
+        },
+    }
+    if auth:
+        embed_many["security"] = [{"bearer": []}]
+    paths[EMBED_MANY] = {"post": embed_many}
     paths["/v1/health"] = {
         "get": {
             "operationId": "Health",

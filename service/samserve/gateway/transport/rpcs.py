@@ -3,15 +3,26 @@ translation both transports (gRPC, HTTP/JSON) call, so validation and results ar
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.transport import messages
+from samserve.gateway.transport.status import RpcFailure
 from samserve.v1 import samserve_pb2 as pb
 
 
 class Rpcs:
     def __init__(self, engine: SamEngine) -> None:
         self.engine = engine
+
+    def model_label(self, request) -> Callable[[], str]:
+        """For run_rpc: the request's model, as the metrics name it ("" for ListModels)."""
+        if "model" not in request.DESCRIPTOR.fields_by_name:
+            return str
+        return lambda: self.engine.model_label(request.model or None)
 
     async def Embed(self, request: pb.EmbedRequest, deadline: Deadline) -> pb.EmbedResponse:
         result = await self.engine.embed(request.image, request.return_embedding, deadline, request.model or None)
@@ -33,6 +44,7 @@ class Rpcs:
             deadline=deadline,
             model_name=request.model or None,
             polygon_tolerance=tolerance,
+            keep_logits=request.keep_low_res_logits,
         )
         return messages.segment_response(result, fmt)
 
@@ -40,8 +52,63 @@ class Rpcs:
         fmt = messages.mask_format(request.output_format)
         tolerance = messages.polygon_tolerance(request.polygon_tolerance, fmt)
         opts = messages.amg_options_from_pb(request.options)
-        result = await self.engine.generate_masks(request.image, opts, fmt, deadline, request.model or None, tolerance)
+        source = request.WhichOneof("image_source")
+        result = await self.engine.generate_masks(
+            image=request.image if source == "image" else None,
+            image_id=request.image_id if source == "image_id" else None,
+            opts=opts,
+            fmt=fmt,
+            deadline=deadline,
+            model_name=request.model or None,
+            polygon_tolerance=tolerance,
+        )
         return messages.generate_response(result, fmt)
+
+    async def embed_many(
+        self,
+        requests: AsyncIterable[pb.EmbedRequest],
+        deadline: Deadline,
+        run: Callable[[Awaitable, pb.EmbedRequest], Awaitable[pb.EmbedResponse]],
+    ) -> AsyncIterator[pb.EmbedManyResult]:
+        """EmbedMany over any transport: requests are read only while fewer than
+        embed_many_window images are in flight (the rest waits in the client: backpressure),
+        each runs as an Embed under `run` (run_rpc: admission, metrics, status), and results
+        come out in the order sent, each as soon as it and those before it are done."""
+        window = asyncio.Semaphore(self.engine.settings.embed_many_window)
+        order: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
+
+        async def one(index: int, request: pb.EmbedRequest) -> pb.EmbedManyResult:
+            try:
+                embedded = await run(self.Embed(request, deadline), request)
+            except RpcFailure as failure:
+                return pb.EmbedManyResult(index=index, status=failure.code.name, message=failure.message)
+            return pb.EmbedManyResult(index=index, status="OK", embedded=embedded)
+
+        async def read() -> None:
+            index = 0
+            try:
+                async for request in requests:
+                    await window.acquire()
+                    await order.put(asyncio.ensure_future(one(index, request)))
+                    index += 1
+            finally:
+                await order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await order.get()) is not None:
+                result = await task
+                window.release()
+                yield result
+            await reader  # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
+            while not order.empty():
+                task = order.get_nowait()
+                if task is not None:
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
     async def ListModels(self, request: pb.ListModelsRequest, deadline: Deadline) -> pb.ListModelsResponse:
         models, default = await self.engine.models()

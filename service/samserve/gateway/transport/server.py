@@ -44,7 +44,7 @@ async def start_grpc_server(
     if settings.auth_tokens:
         interceptors.append(
             BearerTokenInterceptor(
-                settings.tokens(), on_denied=lambda: metrics.requests.labels("any", "UNAUTHENTICATED").inc()
+                settings.tokens(), on_denied=lambda: metrics.requests.labels("any", "UNAUTHENTICATED", "").inc()
             )
         )
     server = grpc.aio.server(options=options, interceptors=interceptors)

@@ -16,7 +16,7 @@ def _method(name: str):
     async def handle(self: SegmentAnythingServicer, request, context: grpc.aio.ServicerContext):
         work = getattr(self.rpcs, name)(request, Deadline(context.time_remaining()))
         try:
-            return await run_rpc(name, work, self.metrics, self.admission)
+            return await run_rpc(name, work, self.metrics, self.admission, self.rpcs.model_label(request))
         except RpcFailure as failure:
             await context.abort(failure.code, failure.message)
 
@@ -29,6 +29,13 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
         self.rpcs = rpcs
         self.metrics = metrics
         self.admission = admission
+
+    async def EmbedMany(self, request_iterator, context: grpc.aio.ServicerContext):
+        def run(work, request):
+            return run_rpc("EmbedMany", work, self.metrics, self.admission, self.rpcs.model_label(request))
+
+        async for result in self.rpcs.embed_many(request_iterator, Deadline(context.time_remaining()), run):
+            yield result
 
     Embed = _method("Embed")
     Segment = _method("Segment")

@@ -4,11 +4,12 @@ those to HTTP codes), for every transport."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -58,6 +59,17 @@ class Admission:
         self.limit = limit
         self.active = 0
 
+    @contextlib.contextmanager
+    def slot(self):
+        """Holds one slot (work outside an RPC's own: reading an EmbedMany upload)."""
+        if self.active >= self.limit:
+            raise OverCapacity(f"over capacity: {self.limit} requests in flight; retry with backoff")
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
 
 class RpcFailure(Exception):
     """An RPC's outcome other than OK: the status and the message the client is given, and the
@@ -75,9 +87,12 @@ class RpcFailure(Exception):
         return issubclass(self.kind, (OverCapacity, BackendUnavailable))
 
 
-async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: Admission) -> T:
+async def run_rpc(
+    method: str, work: Awaitable[T], metrics: Metrics, admission: Admission, model: Callable[[], str] = str
+) -> T:
     """One RPC of any transport: admission, metrics, a log line, and status mapping. Returns
-    the response, or raises RpcFailure (asyncio.CancelledError passes through, counted)."""
+    the response, or raises RpcFailure (asyncio.CancelledError passes through, counted).
+    model() names the request's model for the metrics, asked when the RPC has ended."""
     request_id = uuid.uuid4().hex[:12]
     REQUEST_ID.set(request_id)
     started = time.perf_counter()
@@ -109,8 +124,9 @@ async def run_rpc(method: str, work: Awaitable[T], metrics: Metrics, admission: 
             admission.active -= 1
             metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
-        metrics.requests.labels(method, code.name).inc()
-        metrics.latency.labels(method, code.name).observe(elapsed)
+        label = model()
+        metrics.requests.labels(method, code.name, label).inc()
+        metrics.latency.labels(method, code.name, label).observe(elapsed)
         log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
     log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
     raise RpcFailure(code, message, kind)

@@ -252,6 +252,18 @@ async function openImage(file) {
   }
 }
 
+// A call naming the image by its image_id; when the embedding has expired (or Redis was
+// restarted) the image is embedded again, once, and the call repeated.
+async function byImageId(path, request, what) {
+  try {
+    return await api(path, { json: request(), what });
+  } catch (e) {
+    if (e.status !== "NOT_FOUND" || !e.message.includes("image_id")) throw e;
+    await embed();
+    return await api(path, { json: request(), what });
+  }
+}
+
 async function segment() {
   if (state.points.length === 0 && state.box === null) {
     clearPrompts();
@@ -268,14 +280,7 @@ async function segment() {
   });
   const seq = ++state.seq;
   try {
-    let answer;
-    try {
-      answer = await api("/v1/segment", { json: request(), what: "segment" });
-    } catch (e) {
-      if (e.status !== "NOT_FOUND" || !e.message.includes("image_id")) throw e;
-      await embed(); // the embedding expired (or Redis restarted): embed again, once
-      answer = await api("/v1/segment", { json: request(), what: "segment" });
-    }
+    const answer = await byImageId("/v1/segment", request, "segment");
     if (seq !== state.seq) return; // a newer click (or image) superseded this one
     const { data, ms } = answer;
     state.records = null;
@@ -305,18 +310,17 @@ function colour(i) {
 
 async function everything() {
   clearPrompts();
-  const form = new FormData();
-  form.append("image", state.file);
+  // by image_id: the cached embedding is used and the image is not uploaded again
   state.amgRequest = {
     model: state.model,
     output_format: "MASK_FORMAT_COCO_RLE",
     options: { points_per_side: Number($("grid").value) },
   };
-  form.append("request", JSON.stringify(state.amgRequest));
+  const request = () => ({ ...state.amgRequest, image_id: state.imageId });
   setStatus("segmenting everything ...");
   try {
     const seq = ++state.seq;
-    const { data, ms } = await api("/v1/generate_masks", { form, what: "segment everything" });
+    const { data, ms } = await byImageId("/v1/generate_masks", request, "segment everything");
     if (seq !== state.seq) return; // superseded by a click or another image
     // the largest first, so small masks stay visible on top (as the reference's show_anns)
     const records = [...data.masks].sort((a, b) => b.area - a.area);
@@ -425,10 +429,8 @@ async function downloadPolygons() {
   try {
     let polygons;
     if (state.records) {
-      const form = new FormData();
-      form.append("image", state.file);
-      form.append("request", JSON.stringify({ ...state.amgRequest, output_format: "MASK_FORMAT_POLYGONS" }));
-      const { data } = await api("/v1/generate_masks", { form, what: "polygons of everything" });
+      const request = () => ({ ...state.amgRequest, output_format: "MASK_FORMAT_POLYGONS", image_id: state.imageId });
+      const { data } = await byImageId("/v1/generate_masks", request, "polygons of everything");
       polygons = data.masks.map((r) => ({ bbox: r.bbox, area: r.area, polygons: r.segmentation.polygons }));
     } else {
       const request = { ...state.lastRequest, mask_format: "MASK_FORMAT_POLYGONS" };
