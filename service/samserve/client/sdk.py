@@ -251,5 +251,28 @@ class SamClient:
             req.image_id = image_id or ""
         return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 
+    def generate_masks_stream(
+        self,
+        image: bytes | None = None,
+        output_format: int = pb.MASK_FORMAT_COCO_RLE,
+        model: str = "",
+        polygon_tolerance: float = 0.0,
+        *,
+        image_id: str | None = None,
+        **options,
+    ) -> Iterator[pb.GenerateMasksResponse]:
+        """GenerateMasksStream: generate_masks_pb's records in bounded chunks, as they are sent."""
+        req = pb.GenerateMasksRequest(
+            options=pb.AmgOptions(**options),
+            output_format=output_format,
+            model=model,
+            polygon_tolerance=polygon_tolerance,
+        )
+        if image is not None:
+            req.image = image
+        else:
+            req.image_id = image_id or ""
+        yield from self.stub.GenerateMasksStream(req, timeout=self.timeout_s, metadata=self.metadata)
+
     def generate_masks(self, image: bytes | None = None, **options) -> list[AmgRecord]:
         return amg_records_from_pb(self.generate_masks_pb(image, **options))

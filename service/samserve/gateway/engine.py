@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +33,10 @@ from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
-AMG_FEWER_MASKS = "raise pred_iou_thresh or stability_score_thresh, or ask for COCO RLE"
+AMG_FEWER_MASKS = (
+    "raise pred_iou_thresh or stability_score_thresh, ask for COCO RLE, or use GenerateMasksStream (no total limit)"
+)
+AMG_STREAM_ENCODE = 64  # GenerateMasksStream: records encoded per CPU job
 MODELS_REREAD_S = 2.0  # an unknown model name re-reads Triton's models at most this often
 
 
@@ -398,9 +401,58 @@ class SamEngine:
         model_name: str | None = None,
         polygon_tolerance: float = 0.0,
     ) -> GenerateResult:
-        """SamAutomaticMaskGenerator inside Triton. Options and the work budgets are checked
-        before any work (those that need the image's size once it is decoded, before the
-        encoder); the whole-image embedding comes from the cache when it is there."""
+        """SamAutomaticMaskGenerator inside Triton: every record in one answer (within
+        max_response_bytes; generate_masks_stream has no such bound)."""
+        image_id, entry, cached, arrays = await self._amg_arrays(image, image_id, opts, deadline, model_name)
+        if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
+            h, w = entry.original_size
+            self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64), AMG_FEWER_MASKS)
+        records = await self.run_cpu(records_from_arrays, arrays, entry.original_size, fmt, polygon_tolerance)
+        self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records), AMG_FEWER_MASKS)
+        return GenerateResult(image_id, entry.original_size, cached, records)
+
+    async def generate_masks_stream(
+        self,
+        image: bytes | None,
+        image_id: str | None,
+        opts: AmgOptions,
+        fmt: MaskFormat,
+        deadline: Deadline,
+        model_name: str | None = None,
+        polygon_tolerance: float = 0.0,
+    ) -> AsyncIterator[GenerateResult]:
+        """generate_masks' records in the same order, in chunks of at most
+        amg_stream_chunk_bytes (a record larger than that alone): each chunk is encoded and
+        sent while the next is encoded, so no answer is one giant message and the first
+        records go out while the last are still made. (A record is final only after the
+        NMS over all of them, inside sam_amg_generate: the chunks start when it returns.)"""
+        image_id, entry, cached, arrays = await self._amg_arrays(image, image_id, opts, deadline, model_name)
+        size, n = entry.original_size, len(arrays[RLE_COUNTS])
+        limit = self.settings.amg_stream_chunk_bytes
+        if n == 0:
+            yield GenerateResult(image_id, size, cached, [])
+        for start in range(0, n, AMG_STREAM_ENCODE):
+            deadline.remaining("sending masks")
+            part = {k: v[start : start + AMG_STREAM_ENCODE] for k, v in arrays.items()}
+            records = await self.run_cpu(records_from_arrays, part, size, fmt, polygon_tolerance)
+            chunk: list[MaskRecord] = []
+            held = 0
+            for r in records:
+                nbytes = payload_bytes(r.segmentation, fmt) + 64
+                if chunk and held + nbytes > limit:
+                    yield GenerateResult(image_id, size, cached, chunk)
+                    chunk, held = [], 0
+                chunk.append(r)
+                held += nbytes
+            if chunk:
+                yield GenerateResult(image_id, size, cached, chunk)
+
+    async def _amg_arrays(
+        self, image: bytes | None, image_id: str | None, opts: AmgOptions, deadline: Deadline, model_name: str | None
+    ) -> tuple[str, ImageEmbedding, bool, dict[str, np.ndarray]]:
+        """Options and the work budgets are checked before any work (those that need the
+        image's size once it is decoded, before the encoder); the whole-image embedding comes
+        from the cache when it is there. (image_id, embedding, cached, Triton's arrays)."""
         deadline.remaining("starting")
         opts.validate()
         s = self.settings
@@ -448,12 +500,7 @@ class SamEngine:
                         f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
                     ) from None
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
-        if fmt is MaskFormat.PACKED_BITS:  # known before the masks are made: refuse before making them
-            h, w = entry.original_size
-            self._check_response(len(arrays[RLE_COUNTS]) * ((h * w + 7) // 8 + 64), AMG_FEWER_MASKS)
-        records = await self.run_cpu(records_from_arrays, arrays, entry.original_size, fmt, polygon_tolerance)
-        self._check_response(sum(payload_bytes(r.segmentation, fmt) + 64 for r in records), AMG_FEWER_MASKS)
-        return GenerateResult(image_id, entry.original_size, cached, records)
+        return image_id, entry, cached, arrays
 
     def _check_response(self, size: int, advice: str) -> None:
         if size > self.settings.max_response_bytes:

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
         description="GenerateMasks budget: mask pixels upsampled at most (3 a prompt, at its crop's size)",
     )
     cpu_workers: int = Field(2, ge=1, description="threads for decode/resize/mask encoding")
+    amg_stream_chunk_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="GenerateMasksStream: the most mask bytes in one message"
+    )
     embed_many_window: int = Field(8, ge=1, le=1024, description="EmbedMany: images of one stream in flight at once")
     embed_many_max_images: int = Field(1024, ge=1, description="HTTP EmbedMany: images in one upload")
 

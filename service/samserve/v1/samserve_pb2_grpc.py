@@ -49,6 +49,11 @@ class SegmentAnythingStub:
                 request_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
                 response_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
                 _registered_method=True)
+        self.GenerateMasksStream = channel.unary_stream(
+                '/samserve.v1.SegmentAnything/GenerateMasksStream',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/samserve.v1.SegmentAnything/ListModels',
                 request_serializer=samserve_dot_v1_dot_samserve__pb2.ListModelsRequest.SerializeToString,
@@ -85,6 +90,15 @@ class SegmentAnythingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateMasksStream(self, request, context):
+        """GenerateMasks' records, the same set in the same order, in messages of at most
+        amg_stream_chunk_bytes each (image_id, original_size and cached in every one): no
+        response limit on the whole, and the first records arrive while the last are encoded
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The models this deployment serves; every request may name one in its `model` field.
         """
@@ -116,6 +130,11 @@ def add_SegmentAnythingServicer_to_server(servicer, server):
             ),
             'GenerateMasks': grpc.unary_unary_rpc_method_handler(
                     servicer.GenerateMasks,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.SerializeToString,
+            ),
+            'GenerateMasksStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateMasksStream,
                     request_deserializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.FromString,
                     response_serializer=samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.SerializeToString,
             ),
@@ -209,6 +228,33 @@ class SegmentAnything:
             request,
             target,
             '/samserve.v1.SegmentAnything/GenerateMasks',
+            samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateMasksStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/samserve.v1.SegmentAnything/GenerateMasksStream',
             samserve_dot_v1_dot_samserve__pb2.GenerateMasksRequest.SerializeToString,
             samserve_dot_v1_dot_samserve__pb2.GenerateMasksResponse.FromString,
             options,

@@ -31,7 +31,7 @@ from samserve.gateway.transport import http_json, openapi
 from samserve.gateway.transport.health import HealthWatch
 from samserve.gateway.transport.http_edge import BodyTooLarge, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
-from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, status_of
+from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream, status_of
 from samserve.v1 import samserve_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class HttpApi:
         ]
         routes += [
             Route(openapi.EMBED_MANY, self._embed_many, methods=["POST"]),
+            Route(openapi.GENERATE_STREAM, self._generate_masks_stream, methods=["POST"]),
             Route("/v1/health", self._health, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
             Route("/", self._page, methods=["GET"]),
@@ -191,6 +192,48 @@ class HttpApi:
         finally:
             await form.close()
         return message
+
+    async def _generate_masks_stream(self, request: Request) -> Response:
+        """GenerateMasksStream as NDJSON: a GenerateMasksResponse per line. An error before
+        the first chunk is the usual JSON error and status; one after it ends the stream
+        with an {"error": ...} line."""
+        cls = pb.GenerateMasksRequest
+        parsed: list[Message] = []
+
+        async def chunks():
+            message = await self._message(request, cls)
+            parsed.append(message)
+            deadline = _deadline(request)
+            if message.ByteSize() > self.settings.max_request_bytes:
+                size = message.ByteSize()
+                raise RequestTooLarge(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+            yield None  # the body is read: from here a disconnect can be watched for
+            async with contextlib.aclosing(self.rpcs.generate_masks_stream(message, deadline)) as inner:
+                async for chunk in inner:
+                    yield chunk
+
+        def model() -> str:
+            return self.rpcs.model_label(parsed[0] if parsed else cls())()
+
+        stream = run_stream("GenerateMasksStream", chunks(), self.metrics, self.admission, model)
+        try:
+            await anext(stream)  # reads the body (the disconnect watcher would take its messages)
+            first = await _unless_disconnected(request, anext(stream))
+        except RpcFailure as failure:
+            return _failure(failure)
+        except Cancelled:
+            return _failure(RpcFailure(C.CANCELLED, "the client closed the connection", Cancelled))
+
+        async def lines():
+            async with contextlib.aclosing(stream):  # a client gone mid-stream stops the rest
+                yield await self.engine.run_cpu(http_json.dumps, first) + b"\n"
+                try:
+                    async for chunk in stream:
+                        yield await self.engine.run_cpu(http_json.dumps, chunk) + b"\n"
+                except RpcFailure as failure:
+                    yield error_body(HTTP_STATUS.get(failure.code, 500), failure.code.name, failure.message) + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     async def _embed_many(self, request: Request) -> Response:
         """EmbedMany: a multipart upload of `image` parts (and optionally `request`: the other

@@ -38,6 +38,7 @@ ROUTES = {
 }
 UPLOADS = ("Embed", "Segment", "GenerateMasks")  # take the image as a multipart upload too
 EMBED_MANY = "/v1/embed_many"  # EmbedMany: a multipart upload of images, answered as NDJSON
+GENERATE_STREAM = "/v1/generate_masks_stream"  # GenerateMasksStream: GenerateMasks' body, answered as NDJSON
 
 ERROR = {
     "type": "object",
@@ -187,6 +188,23 @@ def document(auth: bool, version: str = "1") -> dict:
     if auth:
         embed_many["security"] = [{"bearer": []}]
     paths[EMBED_MANY] = {"post": embed_many}
+    stream = {
+        "operationId": "GenerateMasksStream",
+        "summary": "GenerateMasks' records in bounded chunks: a GenerateMasksResponse per line (NDJSON); an error "
+        "after the first line ends the stream with an Error line",
+        "requestBody": paths["/v1/generate_masks"]["post"]["requestBody"],
+        "parameters": paths["/v1/generate_masks"]["post"]["parameters"],
+        "responses": {
+            "200": {
+                "description": "one GenerateMasksResponse per line (NDJSON)",
+                "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/GenerateMasksResponse"}}},
+            },
+            "default": paths["/v1/generate_masks"]["post"]["responses"]["default"],
+        },
+    }
+    if auth:
+        stream["security"] = [{"bearer": []}]
+    paths[GENERATE_STREAM] = {"post": stream}
     paths["/v1/health"] = {
         "get": {
             "operationId": "Health",

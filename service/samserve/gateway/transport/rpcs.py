@@ -64,6 +64,26 @@ class Rpcs:
         )
         return messages.generate_response(result, fmt)
 
+    async def generate_masks_stream(
+        self, request: pb.GenerateMasksRequest, deadline: Deadline
+    ) -> AsyncIterator[pb.GenerateMasksResponse]:
+        fmt = messages.mask_format(request.output_format)
+        tolerance = messages.polygon_tolerance(request.polygon_tolerance, fmt)
+        opts = messages.amg_options_from_pb(request.options)
+        source = request.WhichOneof("image_source")
+        chunks = self.engine.generate_masks_stream(
+            image=request.image if source == "image" else None,
+            image_id=request.image_id if source == "image_id" else None,
+            opts=opts,
+            fmt=fmt,
+            deadline=deadline,
+            model_name=request.model or None,
+            polygon_tolerance=tolerance,
+        )
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield messages.generate_response(chunk, fmt)
+
     async def embed_many(
         self,
         requests: AsyncIterable[pb.EmbedRequest],

@@ -8,7 +8,7 @@ import grpc
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.transport.rpcs import Rpcs
-from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc
+from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
 
@@ -29,6 +29,15 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
         self.rpcs = rpcs
         self.metrics = metrics
         self.admission = admission
+
+    async def GenerateMasksStream(self, request, context: grpc.aio.ServicerContext):
+        chunks = self.rpcs.generate_masks_stream(request, Deadline(context.time_remaining()))
+        stream = run_stream("GenerateMasksStream", chunks, self.metrics, self.admission, self.rpcs.model_label(request))
+        try:
+            async for chunk in stream:
+                yield chunk
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.message)
 
     async def EmbedMany(self, request_iterator, context: grpc.aio.ServicerContext):
         def run(work, request):

@@ -9,7 +9,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -87,18 +87,17 @@ class RpcFailure(Exception):
         return issubclass(self.kind, (OverCapacity, BackendUnavailable))
 
 
-async def run_rpc(
-    method: str, work: Awaitable[T], metrics: Metrics, admission: Admission, model: Callable[[], str] = str
-) -> T:
-    """One RPC of any transport: admission, metrics, a log line, and status mapping. Returns
-    the response, or raises RpcFailure (asyncio.CancelledError passes through, counted).
-    model() names the request's model for the metrics, asked when the RPC has ended."""
+@contextlib.asynccontextmanager
+async def rpc_scope(method: str, metrics: Metrics, admission: Admission, model: Callable[[], str] = str):
+    """The life of one RPC of any transport (a call, or a stream from first to last message):
+    admission, metrics, a log line and status mapping. An error inside leaves as RpcFailure;
+    cancellation (and a stream closed early) passes through, counted CANCELLED. model() names
+    the request's model for the metrics, asked when the RPC has ended."""
     request_id = uuid.uuid4().hex[:12]
     REQUEST_ID.set(request_id)
     started = time.perf_counter()
     code = grpc.StatusCode.OK
-    message = ""
-    kind: type[Exception] = Exception
+    failure: RpcFailure | None = None
     admitted = admission.active < admission.limit
     if admitted:
         admission.active += 1
@@ -106,20 +105,20 @@ async def run_rpc(
     try:
         if not admitted:
             raise OverCapacity(f"over capacity: {admission.limit} requests in flight; retry with backoff")
-        return await work
+        yield
     except SamServeError as exc:
-        code, message, kind = status_of(exc), str(exc), type(exc)
+        code, message = status_of(exc), str(exc)
         if code in WITH_REQUEST_ID:
             message = f"{message} (request id {request_id})"
-    except asyncio.CancelledError:
+        failure = RpcFailure(code, message, type(exc))
+    except (asyncio.CancelledError, GeneratorExit):
         code = grpc.StatusCode.CANCELLED
         raise
     except Exception:
         log.exception("request %s (%s) failed unexpectedly", request_id, method)
-        code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+        code = grpc.StatusCode.INTERNAL
+        failure = RpcFailure(code, f"internal error (request id {request_id})")
     finally:
-        if inspect.iscoroutine(work):
-            work.close()  # not awaited when refused: no "never awaited" warning
         if admitted:
             admission.active -= 1
             metrics.in_flight.dec()
@@ -128,5 +127,28 @@ async def run_rpc(
         metrics.requests.labels(method, code.name, label).inc()
         metrics.latency.labels(method, code.name, label).observe(elapsed)
         log.debug("request %s %s %s %.1f ms", request_id, method, code.name, elapsed * 1000)
-    log.warning("request %s %s -> %s: %s", request_id, method, code.name, message)
-    raise RpcFailure(code, message, kind)
+    if failure is not None:
+        log.warning("request %s %s -> %s: %s", request_id, method, failure.code.name, failure.message)
+        raise failure
+
+
+async def run_rpc(
+    method: str, work: Awaitable[T], metrics: Metrics, admission: Admission, model: Callable[[], str] = str
+) -> T:
+    """A call under rpc_scope: the response, or RpcFailure."""
+    try:
+        async with rpc_scope(method, metrics, admission, model):
+            return await work
+    finally:
+        if inspect.iscoroutine(work):
+            work.close()  # not awaited when refused: no "never awaited" warning
+    raise AssertionError("unreachable: rpc_scope raises when the work did not return")
+
+
+async def run_stream(
+    method: str, items: AsyncIterator[T], metrics: Metrics, admission: Admission, model: Callable[[], str] = str
+) -> AsyncIterator[T]:
+    """A server stream under rpc_scope: its messages, then the end or RpcFailure."""
+    async with contextlib.aclosing(items), rpc_scope(method, metrics, admission, model):
+        async for item in items:
+            yield item
