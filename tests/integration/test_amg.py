@@ -178,6 +178,42 @@ def test_a_generate_masks_past_its_deadline_stops_within_one_batch(stub, triton_
     stub.GenerateMasks(small, timeout=30)  # the model instance is free again
 
 
+def test_a_burst_of_cancelled_generate_masks_leaves_triton_free(stub, gateway, triton_stats, fresh_seed):
+    """Issue 28: clients that cancel (gRPC) or hang up (HTTP) stop their work everywhere: the
+    gateway's, Triton's queue and sam_amg_generate's loop, each within one decoder batch; the
+    next request is served at once."""
+    import socket
+    import time
+
+    options = pb.AmgOptions(points_per_side=64, points_per_batch=16)  # 256 decoder batches each
+    calls = [
+        stub.GenerateMasks.future(pb.GenerateMasksRequest(image=png_image(300, 400, fresh_seed + i), options=options))
+        for i in range(4)
+    ]
+    host, port = gateway.http_url.removeprefix("http://").split(":")
+    body = b'{"image_id": "%s", "options": {"points_per_side": 64, "points_per_batch": 16}}'
+    image_id = stub.Embed(pb.EmbedRequest(image=png_image(300, 400, fresh_seed + 9)), timeout=60).image_id
+    body = body % image_id.encode()
+    http = socket.create_connection((host, int(port)))
+    http.sendall(b"POST /v1/generate_masks HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n")
+    http.sendall(b"content-length: %d\r\n\r\n" % len(body) + body)
+    time.sleep(2)  # the first is running in sam_amg_generate, the others wait in Triton's queue
+    for call in calls:
+        call.cancel()
+    http.close()
+    for call in calls:
+        assert call.cancelled() or call.exception().code() == grpc.StatusCode.CANCELLED
+    time.sleep(3)  # the batch running at the cancel ends; queued requests are dropped or stop at once
+    settled = triton_stats.inferences("sam_decoder")
+    time.sleep(3)
+    assert triton_stats.inferences("sam_decoder") - settled <= 1, "cancelled AMG work kept calling the decoder"
+    started = time.monotonic()
+    small = pb.GenerateMasksRequest(image=png_image(64, 64, fresh_seed + 5), options=pb.AmgOptions(points_per_side=2))
+    stub.GenerateMasks(small, timeout=30)
+    assert time.monotonic() - started < 10, "Triton was still busy with cancelled work"
+    assert gateway.metric("samserve_requests_in_flight") == 0
+
+
 def test_a_generate_masks_answer_over_the_response_limit_is_resource_exhausted(triton_server, redis_server, fresh_seed):
     """An answer that cannot be sent is refused with its size, not counted OK and dropped."""
     from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
