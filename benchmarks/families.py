@@ -43,8 +43,19 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, float, float, float]:
-    """(served Embed miss, reference set_image, served Segment hit, reference predict), ms."""
+PROMPTS_MANY = 16
+
+
+def clicks(h: int, w: int, n: int) -> np.ndarray:
+    """n points spread over the image (a fixed grid), (n, 2) XY."""
+    g = int(np.ceil(np.sqrt(n)))
+    xs, ys = np.meshgrid((np.arange(g) + 0.5) / g * w, (np.arange(g) + 0.5) / g * h)
+    return np.stack([xs.ravel(), ys.ravel()], 1)[:n].astype(np.float32)
+
+
+def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
+    """(served Embed miss, reference set_image, served Segment hit, reference predict, served
+    Segment of 16 prompts, 16 reference predicts), ms."""
     import torch
 
     from samserve.client import PromptSpec, SamClient
@@ -59,6 +70,8 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, float, floa
         predictor.set_image(images[-1])  # warm
         ref_embed = median_ms(lambda i: predictor.set_image(images[i]), repeats)
         ref_predict = median_ms(lambda i: predictor.predict(point, np.array([1])), 5 * repeats)
+        many = clicks(h, w, PROMPTS_MANY)
+        ref_many = median_ms(lambda i: [predictor.predict(p[None], np.array([1])) for p in many], repeats)
     with local_stack(loaded, prefix=f"samserve-families-{name}-") as stack:
         client = SamClient(stack.gateways[0].target, timeout_s=600)
         encoded = [png_image(h, w, 400 + i) for i in range(repeats + 1)]
@@ -68,8 +81,11 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, float, floa
         click = pb.Prompt(points=[pb.Point(x=w * 0.4, y=h * 0.5, label=1)])
         req = pb.SegmentRequest(image_id=image_id, prompts=[click])
         served_segment = median_ms(lambda i: client.stub.Segment(req, timeout=600), 5 * repeats)
+        prompts = [pb.Prompt(points=[pb.Point(x=float(x), y=float(y), label=1)]) for x, y in many]
+        req_many = pb.SegmentRequest(image_id=image_id, prompts=prompts)
+        served_many = median_ms(lambda i: client.stub.Segment(req_many, timeout=600), repeats)
         client.close()
-    return served_embed, ref_embed, served_segment, ref_predict
+    return served_embed, ref_embed, served_segment, ref_predict, served_many, ref_many
 
 
 def main() -> None:
@@ -93,10 +109,14 @@ def main() -> None:
     print(f"\nimage {w}x{h}, S=1024, random weights, {args.repeats} new images, {5 * args.repeats} clicks; medians")
     print(
         f"{'model':7s} {'Embed miss ms':>14s} {'set_image ms':>13s} {'ratio':>6s} "
-        f"{'Segment hit ms':>15s} {'predict ms':>11s} {'ratio':>6s}"
+        f"{'Segment hit ms':>15s} {'predict ms':>11s} {'ratio':>6s} "
+        f"{'16 prompts ms':>14s} {'16 predicts ms':>15s} {'ratio':>6s}"
     )
-    for name, se, re_, ss, rp in rows:
-        print(f"{name:7s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f}")
+    for name, se, re_, ss, rp, sm, rm in rows:
+        print(
+            f"{name:7s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f} "
+            f"{sm:14.0f} {rm:15.0f} {sm / rm:6.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -85,16 +85,17 @@ TRITON_SIDE = [*py(PKG / "triton"), *sorted((ROOT / "model_repository").glob("*/
 LAYERS = {
     "triton_side_never_imports_the_gateway": (TRITON_SIDE, GATEWAY_ONLY, None),
     "core_imports_only_numpy_pillow_scipy": (
-        [f for f in py(PKG / "core") if f.name != "polygons.py"],
+        [f for f in py(PKG / "core") if f.name not in ("polygons.py", "mask_formats.py")],
         (),
         ("__future__", "numpy", "PIL", "scipy", "samserve.core", "samserve.contract"),
     ),
-    # polygons are made in the gateway only (Triton's environment has no OpenCV): cv2 is
-    # imported inside its functions, so importing samserve.core never needs it
-    "core_polygons_import_only_opencv_more": (
-        [PKG / "core" / "polygons.py"],
+    # polygons and C-encoded COCO RLE are made in the gateway only (Triton's environment has
+    # neither OpenCV nor pycocotools): imported inside their functions, so importing
+    # samserve.core never needs them (test_core_imports_without_opencv_or_pycocotools)
+    "core_encoders_import_only_opencv_and_pycocotools_more": (
+        [PKG / "core" / "polygons.py", PKG / "core" / "mask_formats.py"],
         (),
-        ("__future__", "numpy", "cv2"),
+        ("__future__", "numpy", "PIL", "cv2", "pycocotools", "samserve.core"),
     ),
     "contract_imports_only_numpy": ([PKG / "contract.py"], (), ("__future__", "numpy")),
     "transport_builds_no_backend": (
@@ -125,10 +126,11 @@ LAYERS = {
 }
 
 
-def test_core_imports_without_opencv():
-    """Triton's environment has no OpenCV: every core module imports with cv2 unimportable."""
+def test_core_imports_without_opencv_or_pycocotools():
+    """Triton's environment has neither: every core module imports with both unimportable."""
     code = (
-        "import sys, pkgutil, importlib; sys.modules['cv2'] = None; import samserve.core as c; "
+        "import sys, pkgutil, importlib; sys.modules['cv2'] = None; sys.modules['pycocotools'] = None; "
+        "import samserve.core as c; "
         "[importlib.import_module('samserve.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from samserve.core.polygons import PolygonPart, mask_to_polygons
-from samserve.core.rle import mask_to_coco_rle, mask_to_counts
+from samserve.core.rle import mask_to_counts
 
 
 class MaskFormat(enum.Enum):
@@ -44,11 +44,22 @@ def packed_bits_to_mask(data: bytes, height: int, width: int) -> np.ndarray:
 Payload = dict | list[int] | bytes | list[PolygonPart]
 
 
+def mask_to_coco_rle_c(mask: np.ndarray) -> dict:
+    """mask_to_coco_rle by pycocotools' C encoder (the gateway's; several times faster on
+    masks with many runs). Imported here, not at the top: Triton's environment has none."""
+    from pycocotools import mask as coco_mask
+
+    h, w = mask.shape
+    fortran = np.asfortranarray(mask, dtype=bool).view(np.uint8)  # no copy when made column-major
+    rle = coco_mask.encode(fortran)
+    return {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")}
+
+
 def encode_mask(mask: np.ndarray, fmt: MaskFormat, polygon_tolerance: float = 0.0) -> Payload:
     """The format's payload: dict for COCO RLE, counts for uncompressed RLE, parts for
     polygons, bytes otherwise."""
     if fmt is MaskFormat.COCO_RLE:
-        return mask_to_coco_rle(mask)
+        return mask_to_coco_rle_c(mask)
     if fmt is MaskFormat.UNCOMPRESSED_RLE:
         return mask_to_counts(mask)
     if fmt is MaskFormat.PNG:

@@ -34,13 +34,16 @@ def _resize_gather(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[..., r0, :] * rw0[:, None] + x[..., r1, :] * rw1[:, None]
 
 
-def _resize_pil(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_pil(x: np.ndarray, size: tuple[int, int], box: tuple[float, float] | None = None) -> np.ndarray:
+    """box (bh, bw): resize only the source's top-left bh x bw region to `size` (PIL's box:
+    the same sampling positions and weights as the whole resize, for those outputs only)."""
     h, w = x.shape[-2:]
     flat = x.reshape(-1, h, w)
     out = np.empty((flat.shape[0], *size), dtype=np.float32)
+    region = None if box is None else (0.0, 0.0, box[1], box[0])
     for i, channel in enumerate(flat):
         img = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32), mode="F")
-        out[i] = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
+        out[i] = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR, box=region))
     return out.reshape(*x.shape[:-2], *size)
 
 
@@ -61,7 +64,18 @@ def postprocess_masks(
     low_res: np.ndarray, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int]
 ) -> np.ndarray:
     """(B, C, L, L) logits -> (B, C, H, W) logits at the original size: upsample to S x S,
-    remove the padding, upsample to the original size (Sam.postprocess_masks)."""
-    x = resize_bilinear(low_res.astype(np.float32, copy=False), (img_size, img_size))
-    x = x[..., : input_size[0], : input_size[1]]
+    remove the padding, upsample to the original size (Sam.postprocess_masks).
+
+    Only the unpadded part of the S x S upsampling is computed (PIL's box: the same samples
+    as upsampling all of it and cropping), and a second resize to the size it already has is
+    the identity torch computes (source = destination, weights 1 and 0), so it is skipped."""
+    x = low_res.astype(np.float32, copy=False)
+    L = x.shape[-1]
+    if img_size >= L:
+        scale = L / img_size
+        x = _resize_pil(x, input_size, box=(input_size[0] * scale, input_size[1] * scale))
+    else:
+        x = resize_bilinear(x, (img_size, img_size))[..., : input_size[0], : input_size[1]]
+    if tuple(original_size) == tuple(input_size):
+        return np.ascontiguousarray(x)
     return resize_bilinear(np.ascontiguousarray(x), original_size)
