@@ -6,8 +6,10 @@
 For each model (full-size architecture, random weights, S = 1024) on the same CPU: the served
 Embed of a new image (decode + preprocess + encoder + cache write) against the reference
 predictor's set_image, and a served Segment by image_id (1 point, 3 masks, COCO RLE) against
-the reference's predict on the same weights and image. Prints medians and served/reference
-ratios; the encoder milliseconds are what a CPU user of the family pays per new image.
+the reference's predict on the same weights and image, and 16 prompts in one Segment against
+16 predicts. Served and reference calls are timed in turn, in one process, while both are
+loaded. Prints medians and served/reference ratios; the encoder milliseconds are what a CPU
+user of the family pays per new image.
 """
 
 from __future__ import annotations
@@ -34,15 +36,6 @@ def predictor_for(loaded):
     return SamPredictor(loaded.sam)
 
 
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
-
-
 PROMPTS_MANY = 16
 
 
@@ -53,9 +46,23 @@ def clicks(h: int, w: int, n: int) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], 1)[:n].astype(np.float32)
 
 
+def interleaved_ms(first, second, repeats: int) -> tuple[float, float]:
+    """Medians of `first` and `second`, timed in turn (first, second, first, ...): a noisy
+    machine's slow spells fall on both sides. A pause before each call lets the other side's
+    threads (ONNX Runtime's spin after a run) go idle first."""
+    a, b = [], []
+    for i in range(repeats):
+        for fn, out in ((first, a), (second, b)):
+            time.sleep(0.2)
+            t = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - t)
+    return statistics.median(a) * 1e3, statistics.median(b) * 1e3
+
+
 def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
     """(served Embed miss, reference set_image, served Segment hit, reference predict, served
-    Segment of 16 prompts, 16 reference predicts), ms."""
+    Segment of 16 prompts, 16 reference predicts), ms; served and reference timed in turn."""
     import torch
 
     from samserve.client import PromptSpec, SamClient
@@ -64,26 +71,33 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
 
     loaded = load_model(name)
     predictor = predictor_for(loaded)
-    images = [synthetic_image(h, w, 300 + i) for i in range(repeats + 1)]
     point = np.array([[w * 0.4, h * 0.5]], np.float32)
-    with torch.no_grad():
-        predictor.set_image(images[-1])  # warm
-        ref_embed = median_ms(lambda i: predictor.set_image(images[i]), repeats)
-        ref_predict = median_ms(lambda i: predictor.predict(point, np.array([1])), 5 * repeats)
-        many = clicks(h, w, PROMPTS_MANY)
-        ref_many = median_ms(lambda i: [predictor.predict(p[None], np.array([1])) for p in many], repeats)
-    with local_stack(loaded, prefix=f"samserve-families-{name}-") as stack:
+    many = clicks(h, w, PROMPTS_MANY)
+    with torch.no_grad(), local_stack(loaded, prefix=f"samserve-families-{name}-") as stack:
         client = SamClient(stack.gateways[0].target, timeout_s=600)
         encoded = [png_image(h, w, 400 + i) for i in range(repeats + 1)]
+        decoded = [synthetic_image(h, w, 400 + i) for i in range(repeats + 1)]
         image_id = client.embed(encoded[-1]).image_id  # warm, and the image the clicks use
         client.segment(image_id=image_id, prompts=[PromptSpec(points=[tuple(point[0])], labels=[1])])
-        served_embed = median_ms(lambda i: client.embed(encoded[i]), repeats)
+        predictor.set_image(decoded[-1])  # warm; the reference clicks on the same image
+        served_embed, ref_embed = interleaved_ms(
+            lambda i: client.embed(encoded[i]), lambda i: predictor.set_image(decoded[i]), repeats
+        )
+        predictor.set_image(decoded[-1])
         click = pb.Prompt(points=[pb.Point(x=w * 0.4, y=h * 0.5, label=1)])
         req = pb.SegmentRequest(image_id=image_id, prompts=[click])
-        served_segment = median_ms(lambda i: client.stub.Segment(req, timeout=600), 5 * repeats)
+        served_segment, ref_predict = interleaved_ms(
+            lambda i: client.stub.Segment(req, timeout=600),
+            lambda i: predictor.predict(point, np.array([1])),
+            5 * repeats,
+        )
         prompts = [pb.Prompt(points=[pb.Point(x=float(x), y=float(y), label=1)]) for x, y in many]
         req_many = pb.SegmentRequest(image_id=image_id, prompts=prompts)
-        served_many = median_ms(lambda i: client.stub.Segment(req_many, timeout=600), repeats)
+        served_many, ref_many = interleaved_ms(
+            lambda i: client.stub.Segment(req_many, timeout=600),
+            lambda i: [predictor.predict(p[None], np.array([1])) for p in many],
+            repeats,
+        )
         client.close()
     return served_embed, ref_embed, served_segment, ref_predict, served_many, ref_many
 
