@@ -31,6 +31,19 @@ def test_missing_or_wrong_token_is_unauthenticated(token_gateway, token):
     assert "Bearer" in err.value.details()
 
 
+def test_streaming_methods_are_refused_without_a_token_at_once(token_gateway):
+    """The denial has each method's kind: a stream is refused with a status, not left waiting."""
+    with SamClient(token_gateway.target, timeout_s=10) as c:
+        for call in (
+            lambda: list(c.embed_many([IMAGE])),
+            lambda: list(c.generate_masks_stream(IMAGE, points_per_side=2)),
+            lambda: list(c.stub.EmbedMany(iter([]), timeout=10)),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+
+
 @pytest.mark.parametrize("token", ["s3cret", "other-token"])
 def test_a_valid_token_is_served(token_gateway, token):
     with SamClient(token_gateway.target, token=token) as c:

@@ -49,3 +49,15 @@ def test_png_and_packed_bits_round_trip(name):
     m = MASKS[name]
     np.testing.assert_array_equal(png_to_mask(encode_mask(m, MaskFormat.PNG)), m)
     np.testing.assert_array_equal(packed_bits_to_mask(encode_mask(m, MaskFormat.PACKED_BITS), *m.shape), m)
+
+
+def test_the_c_encoder_gives_the_same_coco_rle():
+    from samserve.core.mask_formats import mask_to_coco_rle_c
+    from samserve.core.rle import mask_to_coco_rle
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (7, 5), (200, 300)):
+        for density in (0.0, 0.3, 1.0):
+            m = rng.random(shape) < density
+            assert mask_to_coco_rle_c(m) == mask_to_coco_rle(m)
+            assert mask_to_coco_rle_c(np.asfortranarray(m)) == mask_to_coco_rle(m)

@@ -188,16 +188,27 @@ class SamClient:
     ) -> Iterator[pb.EmbedManyResult]:
         """EmbedMany: a result per image, in order, each with its own status. At most `window`
         images are sent ahead of their results (the server's own window may be smaller)."""
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
         slots = threading.Semaphore(window)
+        done = threading.Event()
 
         def requests():
             for data in images:
                 slots.acquire()
+                if done.is_set():
+                    return
                 yield pb.EmbedRequest(image=data, model=model, return_embedding=return_embedding)
 
-        for result in self.stub.EmbedMany(requests(), timeout=self.timeout_s, metadata=self.metadata):
-            slots.release()
-            yield result
+        call = self.stub.EmbedMany(requests(), timeout=self.timeout_s, metadata=self.metadata)
+        try:
+            for result in call:
+                slots.release()
+                yield result
+        finally:  # an error or a caller that stops: the sending thread must not wait for a slot
+            done.set()
+            slots.release(window)
+            call.cancel()
 
     def segment(
         self,

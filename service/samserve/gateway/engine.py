@@ -85,8 +85,6 @@ def masks_at_original_size(
 ) -> list:
     """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
     logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
-    if fmt in (MaskFormat.COCO_RLE, MaskFormat.UNCOMPRESSED_RLE):  # column-major: made so, not copied so
-        return [encode_mask((model.mask_threshold < m.T).T, fmt) for m in logits]
     return [encode_mask(m > model.mask_threshold, fmt, polygon_tolerance) for m in logits]
 
 

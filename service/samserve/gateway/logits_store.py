@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from samserve.core.errors import InvalidInput, NotFound
+from samserve.core.errors import InvalidInput, NotFound, Overloaded
 from samserve.gateway.backends.redis_cache import RedisCache
 
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -50,6 +50,9 @@ class LogitsStore:
 
     def _keep_locally(self, key: str, value: bytes) -> None:
         now = time.monotonic()
+        old = self._local.pop(key, None)
+        if old is not None:
+            self._held -= len(old[1])
         self._local[key] = (now + self.ttl_s, value)
         self._held += len(value)
         while self._local and (self._held > self.local_bytes or next(iter(self._local.values()))[0] < now):
@@ -72,9 +75,15 @@ class LogitsStore:
             stored = await asyncio.gather(
                 *(self.cache.set(k, v, self.ttl_s) for k, v in zip(keys, values, strict=True))
             )
+        local = [key for key, ok in zip(keys, stored, strict=True) if not ok]
         for key, value, ok in zip(keys, values, stored, strict=True):
             if not ok:  # no Redis, or it failed: this replica keeps them
                 self._keep_locally(key, value)
+        if any(key not in self._local for key in local):
+            raise Overloaded(
+                f"keep_low_res_logits: {len(local)} masks' logits do not fit the {self.local_bytes} bytes this "
+                "gateway keeps without Redis (logits_local_bytes); ask for fewer masks or fix Redis"
+            )
         return ids
 
     async def get(self, model_id: str, logits_id: str, field: str) -> np.ndarray:

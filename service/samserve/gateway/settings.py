@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="GenerateMasksStream: the most mask bytes in one message"
     )
     embed_many_window: int = Field(8, ge=1, le=1024, description="EmbedMany: images of one stream in flight at once")
+    stream_write_timeout_s: float = Field(
+        30.0, gt=0, description="GenerateMasksStream: a client that reads nothing this long loses the stream"
+    )
     embed_many_max_images: int = Field(1024, ge=1, description="HTTP EmbedMany: images in one upload")
 
     # embedded default (samserve serve)

@@ -46,10 +46,23 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
                 "missing or invalid credentials: send metadata 'authorization: Bearer <token>'",
             )
 
+        async def deny_stream(request, context):  # a server stream: refused before its first message
+            await deny(request, context)
+            yield  # pragma: no cover - abort raises
+
         if handler is None:
             return None
-        return grpc.unary_unary_rpc_method_handler(
-            deny,
+        # the denial has the method's own kind: a streaming method refused by a unary handler
+        # would leave the client waiting for a status
+        make = {
+            (False, False): (grpc.unary_unary_rpc_method_handler, deny),
+            (False, True): (grpc.unary_stream_rpc_method_handler, deny_stream),
+            (True, False): (grpc.stream_unary_rpc_method_handler, deny),
+            (True, True): (grpc.stream_stream_rpc_method_handler, deny_stream),
+        }
+        factory, behaviour = make[(handler.request_streaming, handler.response_streaming)]
+        return factory(
+            behaviour,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -94,7 +94,10 @@ class Rpcs:
         embed_many_window images are in flight (the rest waits in the client: backpressure),
         each runs as an Embed under `run` (run_rpc: admission, metrics, status), and results
         come out in the order sent, each as soon as it and those before it are done."""
-        window = asyncio.Semaphore(self.engine.settings.embed_many_window)
+        s = self.engine.settings
+        # each image in flight takes a request slot: a window over the gateway's limit would
+        # only refuse its own images
+        window = asyncio.Semaphore(min(s.embed_many_window, s.max_concurrent_requests))
         order: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
 
         async def one(index: int, request: pb.EmbedRequest) -> pb.EmbedManyResult:

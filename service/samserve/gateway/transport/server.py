@@ -48,7 +48,9 @@ async def start_grpc_server(
             )
         )
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    pb_grpc.add_SegmentAnythingServicer_to_server(SegmentAnythingServicer(rpcs, metrics, admission), server)
+    pb_grpc.add_SegmentAnythingServicer_to_server(
+        SegmentAnythingServicer(rpcs, metrics, admission, settings.stream_write_timeout_s), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
