@@ -136,6 +136,23 @@ def amg_records_from_pb(r: pb.GenerateMasksResponse) -> list[AmgRecord]:
     ]
 
 
+def _amg_request(
+    image: bytes | None, image_id: str | None, output_format: int, model: str, polygon_tolerance: float, options: dict
+) -> pb.GenerateMasksRequest:
+    """GenerateMasksRequest of the image's bytes, or else its image_id (the unary call's and the stream's)."""
+    req = pb.GenerateMasksRequest(
+        options=pb.AmgOptions(**options),
+        output_format=output_format,
+        model=model,
+        polygon_tolerance=polygon_tolerance,
+    )
+    if image is not None:
+        req.image = image
+    else:
+        req.image_id = image_id or ""
+    return req
+
+
 class SamClient:
     """token: sent as 'authorization: Bearer <token>'; root_certificates (PEM bytes) switch to
     TLS; certificate_chain + private_key add a client certificate (mutual TLS)."""
@@ -250,16 +267,7 @@ class SamClient:
     ) -> pb.GenerateMasksResponse:
         """options: any SamAutomaticMaskGenerator option (points_per_side=..., ...); image_id
         (of embed()) instead of the bytes: no upload for a cached image."""
-        req = pb.GenerateMasksRequest(
-            options=pb.AmgOptions(**options),
-            output_format=output_format,
-            model=model,
-            polygon_tolerance=polygon_tolerance,
-        )
-        if image is not None:
-            req.image = image
-        else:
-            req.image_id = image_id or ""
+        req = _amg_request(image, image_id, output_format, model, polygon_tolerance, options)
         return self.stub.GenerateMasks(req, timeout=self.timeout_s, metadata=self.metadata)
 
     def generate_masks_stream(
@@ -273,16 +281,7 @@ class SamClient:
         **options,
     ) -> Iterator[pb.GenerateMasksResponse]:
         """GenerateMasksStream: generate_masks_pb's records in bounded chunks, as they are sent."""
-        req = pb.GenerateMasksRequest(
-            options=pb.AmgOptions(**options),
-            output_format=output_format,
-            model=model,
-            polygon_tolerance=polygon_tolerance,
-        )
-        if image is not None:
-            req.image = image
-        else:
-            req.image_id = image_id or ""
+        req = _amg_request(image, image_id, output_format, model, polygon_tolerance, options)
         yield from self.stub.GenerateMasksStream(req, timeout=self.timeout_s, metadata=self.metadata)
 
     def generate_masks(self, image: bytes | None = None, **options) -> list[AmgRecord]:

@@ -239,23 +239,15 @@ class SamEngine:
         if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
         for attempt in (1, 2):
-            if image is not None:
-                image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
-            else:
-                entry, cached = await self.embedding_by_id(image_id, model_name), True
+            image_id, entry, cached = await self._image_embedding(image, image_id, deadline, validate, model_name)
             model = await self.model(model_name)
             validate(entry.original_size)
             try:
                 selected = await self._decode(prompts, entry, model, multimask_output, deadline)
                 break
             except (BackendError, BackendUnavailable):
-                if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
+                if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
                     raise
-                if image is None:
-                    raise NotFound(
-                        f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
-                        f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
-                    ) from None
         n_masks = 3 if multimask_output else 1
         outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
         if keep_logits:
@@ -277,6 +269,29 @@ class SamEngine:
             else p
             for i, p in enumerate(prompts)
         ]
+
+    async def _image_embedding(
+        self, image: bytes | None, image_id: str | None, deadline: Deadline, validate: Callable, model_name: str | None
+    ) -> tuple[str, ImageEmbedding, bool]:
+        """(image_id, embedding, cached) of the image's bytes, or else of its image_id."""
+        if image is not None:
+            return await self.embedding(image, deadline, validate, model_name)
+        return image_id, await self.embedding_by_id(image_id, model_name), True
+
+    async def _may_retry(
+        self, attempt: int, model: ModelInfo, entry: ImageEmbedding, have_bytes: bool, image_id: str, model_name
+    ) -> bool:
+        """After a decoder or AMG failure: True to try once more (Triton now serves another
+        model under this name and the image's bytes can be embedded again); NotFound for an
+        image_id of the old model; False when the failure stands."""
+        if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
+            return False
+        if not have_bytes:
+            raise NotFound(
+                f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
+                f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
+            ) from None
+        return True
 
     async def _served_model_changed(self, model: ModelInfo, made_by: str) -> bool:
         """After a decoder or AMG failure: True (and the models' facts refreshed) when Triton now
@@ -473,10 +488,7 @@ class SamEngine:
                 )
             rgb = await self.run_cpu(decode_image, image, s.max_image_pixels, s.min_image_side)
         for attempt in (1, 2):
-            if image is not None:
-                image_id, entry, cached = await self.embedding(image, deadline, validate, model_name)
-            else:
-                entry, cached = await self.embedding_by_id(image_id, model_name), True
+            image_id, entry, cached = await self._image_embedding(image, image_id, deadline, validate, model_name)
             model = await self.model(model_name)
             validate(entry.original_size)  # a cached image was not decoded
             started = time.perf_counter()
@@ -492,13 +504,8 @@ class SamEngine:
                 )
                 break
             except (BackendError, BackendUnavailable):
-                if attempt == 2 or not await self._served_model_changed(model, entry.model_id):
+                if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
                     raise
-                if image is None:
-                    raise NotFound(
-                        f"image_id {image_id} was embedded by model {entry.model_id}, which this deployment no "
-                        f"longer serves ({(await self.model(model_name)).model_id}); send the image bytes"
-                    ) from None
         self.metrics.backend_latency.labels("sam_amg").observe(time.perf_counter() - started)
         return image_id, entry, cached, arrays
 

@@ -9,12 +9,14 @@ import contextlib
 import logging
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
@@ -35,6 +37,7 @@ from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, ru
 from samserve.v1 import samserve_pb2 as pb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 WEB = Path(__file__).with_name("web")
 C = grpc.StatusCode
 HTTP_STATUS = {  # google.rpc.Code -> HTTP, as Google's HTTP APIs and grpc-gateway map them
@@ -141,8 +144,13 @@ class HttpApi:
         """The request's message from a JSON body, or from a multipart form: the file `image`
         and, optionally, `request` (the other fields as JSON). The body must arrive within
         http_read_timeout_s; it is parsed on the CPU threads, not the event loop."""
+        return await self._received(self._read(request, cls))
+
+    async def _received(self, reading: Awaitable[T]) -> T:
+        """`reading` (of the body) within http_read_timeout_s; the edge's and the client's
+        interruptions as the project's errors (408, 413, 499)."""
         try:
-            return await asyncio.wait_for(self._read(request, cls), self.settings.http_read_timeout_s)
+            return await asyncio.wait_for(reading, self.settings.http_read_timeout_s)
         except TimeoutError:
             raise RequestTimeout(f"request body: not received within {self.settings.http_read_timeout_s:g} s") from None
         except BodyTooLarge:
@@ -165,9 +173,11 @@ class HttpApi:
             )
         return await self.engine.run_cpu(http_json.parse, body, message, self.budget)
 
-    async def _form(self, request: Request, message: Message) -> Message:
+    async def _open_form(self, request: Request, message: Message, max_images: int) -> FormData:
+        """The multipart form: 'image' part(s) and optionally 'request' (the message's other
+        fields as JSON, read into `message`). The caller closes the form."""
         try:
-            form = await request.form(max_files=2, max_fields=1, max_part_size=self.max_body)
+            form = await request.form(max_files=max_images + 1, max_fields=1, max_part_size=self.max_body)
         except MultiPartException as exc:
             raise InvalidInput(f"multipart body: {exc.message}") from None
         except HTTPException as exc:  # Starlette's wrapping of the parser's errors
@@ -176,13 +186,21 @@ class HttpApi:
             extra = sorted(set(form.keys()) - {"image", "request"})
             if extra:
                 raise InvalidInput(f"multipart body: unknown parts {extra}; send 'image' and optionally 'request'")
-            if len(form.getlist("image")) > 1:
-                raise InvalidInput("multipart body: one part named 'image', got several")
             fields = form.get("request")
             if isinstance(fields, UploadFile):  # curl -F request=@fields.json
                 fields = (await fields.read()).decode("utf-8", "replace")
             what = "multipart part 'request'"
             await self.engine.run_cpu(http_json.parse, fields or "", message, self.budget, what)
+        except BaseException:
+            await form.close()
+            raise
+        return form
+
+    async def _form(self, request: Request, message: Message) -> Message:
+        form = await self._open_form(request, message, 1)
+        try:
+            if len(form.getlist("image")) > 1:
+                raise InvalidInput("multipart body: one part named 'image', got several")
             image = form.get("image")
             if not isinstance(image, UploadFile):
                 raise InvalidInput("multipart body: a file part named 'image' is required")
@@ -204,18 +222,13 @@ class HttpApi:
             message = await self._message(request, cls)
             parsed.append(message)
             deadline = _deadline(request)
-            if message.ByteSize() > self.settings.max_request_bytes:
-                size = message.ByteSize()
-                raise RequestTooLarge(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+            self._check_size(message)
             yield None  # the body is read: from here a disconnect can be watched for
             async with contextlib.aclosing(self.rpcs.generate_masks_stream(message, deadline)) as inner:
                 async for chunk in inner:
                     yield chunk
 
-        def model() -> str:
-            return self.rpcs.model_label(parsed[0] if parsed else cls())()
-
-        stream = run_stream("GenerateMasksStream", chunks(), self.metrics, self.admission, model)
+        stream = run_stream("GenerateMasksStream", chunks(), self.metrics, self.admission, self._label(parsed, cls))
         try:
             await anext(stream)  # reads the body (the disconnect watcher would take its messages)
             first = await _unless_disconnected(request, anext(stream))
@@ -244,16 +257,8 @@ class HttpApi:
             if content_type != "multipart/form-data":
                 raise InvalidInput("EmbedMany: send multipart/form-data, the images as parts named 'image'")
             with self.admission.slot():  # the upload is held in a slot, as an RPC's body is
-                images = await asyncio.wait_for(self._images(request, fields), self.settings.http_read_timeout_s)
+                images = await self._received(self._images(request, fields))
             deadline = _deadline(request)
-        except TimeoutError:
-            what = f"request body: not received within {self.settings.http_read_timeout_s:g} s"
-            return _failure(RpcFailure(C.DEADLINE_EXCEEDED, what, RequestTimeout))
-        except BodyTooLarge:
-            what = f"request body: over the limit of {self.max_body} bytes"
-            return _failure(RpcFailure(C.RESOURCE_EXHAUSTED, what, RequestTooLarge))
-        except ClientDisconnect:
-            return _failure(RpcFailure(C.CANCELLED, "the client closed the connection", Cancelled))
         except SamServeError as exc:
             return _failure(RpcFailure(status_of(exc), str(exc), type(exc)))
 
@@ -275,22 +280,8 @@ class HttpApi:
 
     async def _images(self, request: Request, fields: pb.EmbedRequest) -> list[bytes]:
         limit = self.settings.embed_many_max_images
+        form = await self._open_form(request, fields, limit)
         try:
-            form = await request.form(max_files=limit + 1, max_fields=1, max_part_size=self.max_body)
-        except MultiPartException as exc:
-            raise InvalidInput(f"multipart body: {exc.message}") from None
-        except HTTPException as exc:
-            raise InvalidInput(f"multipart body: {exc.detail}") from None
-        try:
-            extra = sorted(set(form.keys()) - {"image", "request"})
-            if extra:
-                raise InvalidInput(
-                    f"multipart body: unknown parts {extra}; send 'image' parts and optionally 'request'"
-                )
-            text = form.get("request")
-            if isinstance(text, UploadFile):
-                text = (await text.read()).decode("utf-8", "replace")
-            await self.engine.run_cpu(http_json.parse, text or "", fields, self.budget, "multipart part 'request'")
             if fields.image:
                 raise InvalidInput("multipart body: the images are the 'image' parts; 'request' sets no image")
             parts = form.getlist("image")
@@ -302,6 +293,16 @@ class HttpApi:
         finally:
             await form.close()
 
+    def _check_size(self, message: Message) -> None:
+        """gRPC's receive limit, on the message the body became."""
+        if message.ByteSize() > self.settings.max_request_bytes:
+            size = message.ByteSize()
+            raise RequestTooLarge(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+
+    def _label(self, parsed: list[Message], cls: type[Message]) -> Callable[[], str]:
+        """The metrics' model label of the message parsed into `parsed` (none parsed: none named)."""
+        return lambda: self.rpcs.model_label(parsed[0] if parsed else cls())()
+
     def _endpoint(self, rpc: str, method: str):
         cls = getattr(pb, f"{rpc}Request")
         call = getattr(self.rpcs, rpc)
@@ -312,19 +313,16 @@ class HttpApi:
             message = await self._message(request, cls)
             parsed.append(message)
             deadline = _deadline(request)
-            if message.ByteSize() > self.settings.max_request_bytes:
-                size = message.ByteSize()
-                raise RequestTooLarge(f"request: {size} bytes, over the limit of {self.settings.max_request_bytes}")
+            self._check_size(message)
             return await _unless_disconnected(request, call(message, deadline))
 
         async def endpoint(request: Request) -> Response:
             parsed: list[Message] = []
 
-            def model() -> str:  # the metrics' label; a body that never parsed names none
-                return self.rpcs.model_label(parsed[0] if parsed else cls())()
-
             try:
-                response = await run_rpc(rpc, work(request, parsed), self.metrics, self.admission, model)
+                response = await run_rpc(
+                    rpc, work(request, parsed), self.metrics, self.admission, self._label(parsed, cls)
+                )
             except RpcFailure as failure:
                 return _failure(failure)
             body = await self.engine.run_cpu(http_json.dumps, response)

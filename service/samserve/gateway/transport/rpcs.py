@@ -48,38 +48,32 @@ class Rpcs:
         )
         return messages.segment_response(result, fmt)
 
-    async def GenerateMasks(self, request: pb.GenerateMasksRequest, deadline: Deadline) -> pb.GenerateMasksResponse:
+    @staticmethod
+    def _amg_arguments(request: pb.GenerateMasksRequest, deadline: Deadline) -> dict:
+        """GenerateMasks' request as the engine's arguments (the unary call's and the stream's)."""
         fmt = messages.mask_format(request.output_format)
-        tolerance = messages.polygon_tolerance(request.polygon_tolerance, fmt)
-        opts = messages.amg_options_from_pb(request.options)
         source = request.WhichOneof("image_source")
-        result = await self.engine.generate_masks(
-            image=request.image if source == "image" else None,
-            image_id=request.image_id if source == "image_id" else None,
-            opts=opts,
-            fmt=fmt,
-            deadline=deadline,
-            model_name=request.model or None,
-            polygon_tolerance=tolerance,
-        )
-        return messages.generate_response(result, fmt)
+        return {
+            "image": request.image if source == "image" else None,
+            "image_id": request.image_id if source == "image_id" else None,
+            "opts": messages.amg_options_from_pb(request.options),
+            "fmt": fmt,
+            "deadline": deadline,
+            "model_name": request.model or None,
+            "polygon_tolerance": messages.polygon_tolerance(request.polygon_tolerance, fmt),
+        }
+
+    async def GenerateMasks(self, request: pb.GenerateMasksRequest, deadline: Deadline) -> pb.GenerateMasksResponse:
+        arguments = self._amg_arguments(request, deadline)
+        result = await self.engine.generate_masks(**arguments)
+        return messages.generate_response(result, arguments["fmt"])
 
     async def generate_masks_stream(
         self, request: pb.GenerateMasksRequest, deadline: Deadline
     ) -> AsyncIterator[pb.GenerateMasksResponse]:
-        fmt = messages.mask_format(request.output_format)
-        tolerance = messages.polygon_tolerance(request.polygon_tolerance, fmt)
-        opts = messages.amg_options_from_pb(request.options)
-        source = request.WhichOneof("image_source")
-        chunks = self.engine.generate_masks_stream(
-            image=request.image if source == "image" else None,
-            image_id=request.image_id if source == "image_id" else None,
-            opts=opts,
-            fmt=fmt,
-            deadline=deadline,
-            model_name=request.model or None,
-            polygon_tolerance=tolerance,
-        )
+        arguments = self._amg_arguments(request, deadline)
+        fmt = arguments["fmt"]
+        chunks = self.engine.generate_masks_stream(**arguments)
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield messages.generate_response(chunk, fmt)
