@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from build_engines import timm_compat, torchvision_compat
-from samserve.contract import MODEL_TYPES, checkpoint_model_id
+from samserve.contract import FAMILIES, MODEL_TYPES, SAM2, checkpoint_model_id
 from samserve.contract import model_id as make_model_id
 
 torchvision_compat.install()
@@ -33,13 +33,20 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 @dataclass(frozen=True)
 class LoadedSam:
-    sam: Sam
-    model_type: str  # vit_b | vit_l | vit_h | small
+    sam: Sam  # or, for the SAM 2 family, sam2's SAM2Base
+    model_type: str  # one of MODEL_TYPES
     model_id: str  # identifies the weights: changes whenever they do
     random_weights: bool
+    overrides: tuple[str, ...] = ()  # SAM 2: the hydra overrides of the config it was built from
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.model_type]
 
     @property
     def img_size(self) -> int:
+        if self.family == SAM2:
+            return int(self.sam.image_size)
         return int(self.sam.image_encoder.img_size)
 
 
@@ -98,13 +105,18 @@ def load_small_state(path: str | Path) -> dict:
 
 def load_checkpoint(checkpoint: str | Path, model_type: str) -> LoadedSam:
     """Meta's checkpoints (sam_vit_b_01ec64.pth, ...) through sam_model_registry, MobileSAM's
-    mobile_sam.pt (vit_t) through mobile_sam's, or a "small" checkpoint of SAM's architecture
+    mobile_sam.pt (vit_t) through mobile_sam's, SAM 2 / 2.1's (sam2.1_hiera_large.pt, ...)
+    through build_sam2, or a "small" checkpoint of SAM's architecture
     with a scaled-down encoder (its shape read off the weights)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if FAMILIES[model_type] == SAM2:  # sam2.1_hiera_large.pt, ...: through build_sam2
+        from build_engines.sam2_models import load_sam2_checkpoint
+
+        return load_sam2_checkpoint(path, model_type)
     model_id = checkpoint_model_id(model_type, path)
     if model_type == "vit_t":  # mobile_sam.pt: a plain state_dict, loaded strictly
         sam = mobile_sam_registry["vit_t"](None)

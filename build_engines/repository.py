@@ -28,6 +28,7 @@ from samserve.contract import (
     INTRA_OP_THREADS,
     MODEL_NAME_PATTERN,
     REPOSITORY_LAYOUT,
+    SAM2,
     ModelInfo,
     model_prefix,
     served_model_id,
@@ -41,17 +42,39 @@ ONNX_MODELS = (ENCODER, DECODER)
 BUILD_INFO = "build_info.json"
 
 
+def export_models(loaded: LoadedSam, encoder_dir: Path, decoder_dir: Path) -> tuple[Path, Path]:
+    """The family's ONNX encoder and decoder, as <dir>/1/model.onnx."""
+    encoder, decoder = encoder_dir / "1" / "model.onnx", decoder_dir / "1" / "model.onnx"
+    if loaded.family == SAM2:
+        from build_engines.export_sam2 import export_sam2_decoder, export_sam2_encoder
+
+        return export_sam2_encoder(loaded.sam, encoder), export_sam2_decoder(loaded.sam, decoder)
+    return export_encoder(loaded.sam, encoder), export_decoder(loaded.sam, decoder)
+
+
+def normalisation(loaded: LoadedSam) -> tuple[np.ndarray, np.ndarray, float]:
+    """(pixel mean, pixel std, mask threshold): SAM's on the 0-255 scale, SAM 2's on the 0-1
+    scale of SAM2Transforms (its predictor's mask_threshold is 0)."""
+    if loaded.family == SAM2:
+        from build_engines.sam2_models import SAM2_MEAN, SAM2_STD
+
+        return np.asarray(SAM2_MEAN, np.float32), np.asarray(SAM2_STD, np.float32), 0.0
+    sam = loaded.sam
+    mean = sam.pixel_mean.flatten().numpy().astype(np.float32)
+    return mean, sam.pixel_std.flatten().numpy().astype(np.float32), float(sam.mask_threshold)
+
+
 def model_info(loaded: LoadedSam, target: str = "cpu", name: str | None = None, default: bool = True) -> ModelInfo:
     """`name`: the model's name in a repository of several (its Triton models under
     "<name>__"); None for a repository of one model (bare names)."""
-    sam = loaded.sam
+    mean, std, threshold = normalisation(loaded)
     return ModelInfo(
         model_id=served_model_id(loaded.model_id, target),
         model_type=loaded.model_type,
         img_size=loaded.img_size,
-        pixel_mean=sam.pixel_mean.flatten().numpy().astype(np.float32),
-        pixel_std=sam.pixel_std.flatten().numpy().astype(np.float32),
-        mask_threshold=float(sam.mask_threshold),
+        pixel_mean=mean,
+        pixel_std=std,
+        mask_threshold=threshold,
         family=FAMILIES[loaded.model_type],
         name=name or "default",
         prefix=model_prefix(name),
@@ -74,6 +97,14 @@ def prefixed_config(text: str, prefix: str) -> str:
         return text
     text = re.sub(r'^name: "([^"]+)"', lambda m: f'name: "{prefix}{m.group(1)}"', text, count=1, flags=re.M)
     return re.sub(r'model_name: "([^"]+)"', lambda m: f'model_name: "{prefix}{m.group(1)}"', text)
+
+
+EMBEDDING_DIMS = "dims: [ 256, -1, -1 ]"  # the image_embeddings tensors of the checked-in configs
+
+
+def embedding_dims(text: str, channels: int) -> str:
+    """A config with its image_embeddings' channel count that of the model (SAM 2: packed, 1024)."""
+    return text.replace(EMBEDDING_DIMS, f"dims: [ {channels}, -1, -1 ]")
 
 
 def parameters_block(params: dict[str, str]) -> str:
@@ -127,14 +158,15 @@ def write_cpu_repositories(
     for i, (name, loaded) in enumerate(models):
         prefix = model_prefix(name)
         params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0)
+        info = model_info(loaded, "cpu", name, default=i == 0)
         for model in MODELS:
             folder = tmp / (prefix + model)
             shutil.copytree(CHECKED_IN / model, folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
             config = folder / "config.pbtxt"
-            config.write_text(prefixed_config(config.read_text(), prefix) + parameters_block(params))
-        encoder = export_encoder(loaded.sam, tmp / (prefix + ENCODER) / "1" / "model.onnx")
-        decoder = export_decoder(loaded.sam, tmp / (prefix + DECODER) / "1" / "model.onnx")
-        report = verify(loaded.sam, encoder, decoder, tolerance)
+            text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
+            config.write_text(text + parameters_block(params))
+        encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
+        report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
         infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
     info = {"repository_layout": REPOSITORY_LAYOUT, "target": "cpu", "tolerance": tolerance}
     info.update(infos[None] if names == [None] else {"models": infos})

@@ -113,7 +113,100 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
     return worst_masks, worst_iou
 
 
-def verify(sam: Sam, encoder_path: Path, decoder_path: Path, tol: float = 1e-3) -> Report:
-    enc = verify_encoder(sam, encoder_path, tol)
-    masks, iou = verify_decoder(sam, decoder_path, tol)
+def sam2_features(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM2ImagePredictor.set_image_batch's features of a normalised batch: (image_embed,
+    feat_s1, feat_s0), NCHW."""
+    from build_engines.sam2_models import feature_sizes
+
+    _, vision_feats, _, _ = model._prepare_backbone_features(model.forward_image(x))
+    if model.directly_add_no_mem_embed:
+        vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+    b = x.shape[0]
+    s0, s1, embed = (
+        f.permute(1, 2, 0).reshape(b, -1, *size) for f, size in zip(vision_feats, feature_sizes(model), strict=True)
+    )
+    return embed, s1, s0
+
+
+@torch.no_grad()
+def verify_sam2_encoder(model, onnx_path: Path, tol: float = 1e-3) -> float:
+    from build_engines.export_sam2 import pack
+
+    s = int(model.image_size)
+    x = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(1))  # batch 2: dynamic axis works
+    ref = pack(*sam2_features(model, x)).numpy()
+    got = _session(onnx_path).run(None, {"images": x.numpy()})[0]
+    diff = float(np.abs(ref - got).max()) if got.shape == ref.shape else float("inf")
+    _check("SAM 2 encoder packed embedding", diff, tol)
+    return diff
+
+
+@torch.no_grad()
+def verify_sam2_decoder(model, onnx_path: Path, tol: float = 1e-3) -> tuple[float, float]:
+    """Compares with the reference's sam_prompt_encoder (which pads) + predict_masks on one
+    image shared by several prompts: box + points + mask input, and points only."""
+    from build_engines.export_sam2 import pack
+
+    s = int(model.image_size)
+    e = s // 16
+    g = torch.Generator().manual_seed(2)
+    embed, s1, s0 = (torch.randn(1, c, k * e, k * e, generator=g) for c, k in ((256, 1), (64, 2), (32, 4)))
+    packed = pack(embed, s1, s0)
+    sess = _session(onnx_path)
+    b = 3
+    coords = torch.rand(b, 2, 2, generator=g) * s
+    labels = torch.randint(0, 2, (b, 2), generator=g).float()
+    corners = torch.sort(torch.rand(b, 2, 2, generator=g) * s, dim=1).values
+    mask_in = torch.randn(b, 1, 4 * e, 4 * e, generator=g)
+    box_points = torch.cat([corners, coords], 1)
+    box_labels = torch.cat([torch.tensor([[2.0, 3.0]]).expand(b, 2), labels], 1)
+    pad, pad_label = torch.zeros(b, 1, 2), -torch.ones(b, 1)
+    no_mask = torch.zeros(b, 1, 4 * e, 4 * e)
+    cases = [  # (reference points, its mask, onnx coords, onnx labels, onnx mask, has_mask)
+        (
+            (box_points, box_labels),
+            mask_in,
+            torch.cat([box_points, pad], 1),
+            torch.cat([box_labels, pad_label], 1),
+            mask_in,
+            torch.ones(b),
+        ),
+        (
+            (coords, labels),
+            None,
+            torch.cat([coords, pad], 1),
+            torch.cat([labels, pad_label], 1),
+            no_mask,
+            torch.zeros(b),
+        ),
+    ]
+    worst_masks = worst_iou = 0.0
+    pe = model.sam_prompt_encoder
+    for points, masks, oc, ol, om, oh in cases:
+        sparse, dense = pe(points=points, boxes=None, masks=masks)
+        ref_masks, ref_iou, _, _ = model.sam_mask_decoder.predict_masks(
+            image_embeddings=embed,
+            image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=True,
+            high_res_features=[s0.expand(b, -1, -1, -1), s1.expand(b, -1, -1, -1)],
+        )
+        feed = {"image_embeddings": packed.expand(b, -1, -1, -1).numpy(), "point_coords": oc.numpy()}
+        feed.update({"point_labels": ol.numpy(), "mask_input": om.numpy(), "has_mask_input": oh.numpy()})
+        got_masks, got_iou = sess.run(None, feed)
+        worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
+        worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
+    _check("SAM 2 decoder low_res_masks", worst_masks, tol)
+    _check("SAM 2 decoder iou_predictions", worst_iou, tol)
+    return worst_masks, worst_iou
+
+
+def verify(sam: Sam, encoder_path: Path, decoder_path: Path, tol: float = 1e-3, family: str = "sam") -> Report:
+    if family == "sam2":
+        enc = verify_sam2_encoder(sam, encoder_path, tol)
+        masks, iou = verify_sam2_decoder(sam, decoder_path, tol)
+    else:
+        enc = verify_encoder(sam, encoder_path, tol)
+        masks, iou = verify_decoder(sam, decoder_path, tol)
     return Report(enc, masks, iou)

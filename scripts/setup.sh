@@ -31,5 +31,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (torch is pinned to the CPU build 2.13.0)"
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[build,test]"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0
+  # SAM 2's reference, an sdist: without its CUDA extension, without dependency resolution (it
+  # asks for torchvision, which has no CPU wheel: build_engines/torchvision_compat stands in), and
+  # without the top-level `training` package it also installs, which would shadow the repository's
+  .venv/bin/pip install -q --disable-pip-version-check "setuptools>=70.1"  # builds wheels without `wheel`
+  SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt \
+    --no-deps --no-build-isolation sam2==1.1.0
+  rm -rf "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/training"
   echo "$want" > "$stamp"
 fi

@@ -35,7 +35,22 @@ AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_optio
 AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
 
-ModelType = Literal["vit_b", "vit_l", "vit_h", "small", "vit_t"]
+ModelType = Literal[
+    "vit_b",
+    "vit_l",
+    "vit_h",
+    "small",
+    "vit_t",
+    "sam2.1_hiera_t",
+    "sam2.1_hiera_s",
+    "sam2.1_hiera_b+",
+    "sam2.1_hiera_l",
+    "sam2_hiera_t",
+    "sam2_hiera_s",
+    "sam2_hiera_b+",
+    "sam2_hiera_l",
+    "sam2.1_scaled",  # SAM 2.1's hiera_t config scaled down (its overrides saved in the checkpoint)
+]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 # Several models in one repository: each model's set of Triton models under "<name>__", which no
 # two names can share (a name has no "_"). A single-model repository keeps the bare names.
@@ -43,7 +58,18 @@ MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,47}"
 PREFIX_SEPARATOR = "__"
 
 
-CHECKPOINT_TYPES = {"sam_vit_b": "vit_b", "sam_vit_l": "vit_l", "sam_vit_h": "vit_h", "mobile_sam": "vit_t"}
+# the published checkpoints' file names (their start) -> model type
+CHECKPOINT_TYPES = {
+    "sam_vit_b": "vit_b",
+    "sam_vit_l": "vit_l",
+    "sam_vit_h": "vit_h",
+    "mobile_sam": "vit_t",
+    **{
+        f"{v}_hiera_{size}.": f"{v}_hiera_{t}"
+        for v in ("sam2.1", "sam2")
+        for size, t in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
+    },
+}
 
 
 def parse_model_spec(spec: str) -> tuple[str, Path, str]:
@@ -71,8 +97,24 @@ def model_prefix(name: str | None) -> str:
 # model type -> family: what preprocessing, embedding tensors and decoder inputs it has. MobileSAM
 # (vit_t: a TinyViT encoder distilled from SAM's, SAM's own prompt encoder and mask decoder) is
 # served through SAM's pipeline; the family is read from the served model, never guessed.
-FAMILIES = {"vit_b": "sam", "vit_l": "sam", "vit_h": "sam", "small": "sam", "vit_t": "mobile_sam"}
+# SAM 2 / 2.1 image models (family "sam2") have their own preprocessing (a square resize, no
+# padding), prompt layout, mask selection and upsampling; their embedding is three tensors, packed
+# into one (see SAM2_EMBEDDING_CHANNELS) so that it is stored, cached and sent as SAM's is.
+FAMILIES = {
+    "vit_b": "sam",
+    "vit_l": "sam",
+    "vit_h": "sam",
+    "small": "sam",
+    "vit_t": "mobile_sam",
+    **{t: "sam2" for t in MODEL_TYPES if t.startswith("sam2")},
+}
 SAM_PIPELINE_FAMILIES = ("sam", "mobile_sam")
+SAM2 = "sam2"
+SERVED_FAMILIES = (*SAM_PIPELINE_FAMILIES, SAM2)
+# SAM 2's image embedding (256, e, e) + no_mem_embed, then its decoder's high-resolution features
+# feat_s1 (64, 2e, 2e) and feat_s0 (32, 4e, 4e), each flattened and viewed as (256, e, e) and
+# (512, e, e): one (1024, e, e) tensor. The decoder takes it apart again (exactly: reshapes only).
+SAM2_EMBEDDING_CHANNELS = 1024
 # Bumped whenever a repository's models change what they take or return (2: the encoder returns
 # model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt): a
 # repository built for another layout is rebuilt, never served to a gateway that expects this one.
@@ -115,6 +157,10 @@ class ModelInfo:
     @property
     def embedding_size(self) -> int:
         return self.img_size // 16
+
+    @property
+    def embedding_channels(self) -> int:
+        return SAM2_EMBEDDING_CHANNELS if self.family == SAM2 else 256
 
     @property
     def low_res_size(self) -> int:

@@ -21,7 +21,7 @@ from samserve.triton.onnx_session import onnx_session
 from samserve.triton.responses import batched_responses, refuse_other_models, tensors_response
 
 
-def _parse(request, emb_size, model_id):
+def _parse(request, emb_size, model_id, channels=256):
     made_by = pb_utils.get_input_tensor_by_name(request, MODEL_ID)
     refuse_other_models(None if made_by is None else made_by.as_numpy(), model_id)
     t = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DECODER_INPUTS}
@@ -30,8 +30,8 @@ def _parse(request, emb_size, model_id):
     emb, coords, labels, mask, has = (t[name] for name in DECODER_INPUTS)
     b, n = coords.shape[1], coords.shape[2]
     low = 4 * emb_size  # ModelInfo.low_res_size
-    if emb.shape[1:] != (256, emb_size, emb_size):
-        raise ValueError(f"image_embeddings must be (1, 256, {emb_size}, {emb_size}), got {emb.shape}")
+    if emb.shape[1:] != (channels, emb_size, emb_size):
+        raise ValueError(f"image_embeddings must be (1, {channels}, {emb_size}, {emb_size}), got {emb.shape}")
     if b < 1 or n < 1:
         raise ValueError(f"need at least one prompt of at least one point, got point_coords {coords.shape}")
     if labels.shape != (1, b, n) or mask.shape != (1, b, 1, low, low) or has.shape != (1, b):
@@ -57,7 +57,7 @@ class TritonPythonModel:
     def initialize(self, args):
         _, params = parse(args)
         info = ModelInfo.from_parameters(params)
-        self.emb_size, self.model_id = info.embedding_size, info.model_id
+        self.emb_size, self.model_id, self.channels = info.embedding_size, info.model_id, info.embedding_channels
         self.max_prompts = int(params.get(MAX_PROMPTS_PER_RUN, "64"))
         self.core_model = params.get(CORE_MODEL, "")
         self.session = None if self.core_model else onnx_session(args, params)
@@ -73,7 +73,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return batched_responses(
             requests,
-            lambda request: _parse(request, self.emb_size, self.model_id),
+            lambda request: _parse(request, self.emb_size, self.model_id, self.channels),
             lambda parsed: run_decoder_batched(
                 parsed, self._run, self.max_prompts, np.float16 if self.core_model else np.float32
             ),

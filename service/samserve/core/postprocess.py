@@ -1,16 +1,50 @@
-"""SAM's mask post-processing (MaskDecoder output selection + Sam.postprocess_masks) in numpy."""
+"""Mask post-processing in numpy: the decoder's output selection and the upsampling to the
+original size, SAM's (Sam.postprocess_masks) and SAM 2's (SAM2Transforms.postprocess_masks)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
+# SAM 2's single-mask fallback, as build_sam2(apply_postprocessing=True) configures its decoder
+STABILITY_DELTA = 0.05
+STABILITY_THRESH = 0.98
+SAM2_LOGITS_CLAMP = 32.0  # SAM2ImagePredictor returns its low-res logits clamped to +-32
 
-def select_masks(low_res: np.ndarray, iou: np.ndarray, multimask_output: bool) -> tuple[np.ndarray, np.ndarray]:
+
+def select_masks(
+    low_res: np.ndarray, iou: np.ndarray, multimask_output: bool, family: str = "sam"
+) -> tuple[np.ndarray, np.ndarray]:
     """All four mask tokens (B, 4, L, L), (B, 4) -> the three multimask outputs or the single
-    one, as MaskDecoder.forward slices them."""
-    sl = slice(1, None) if multimask_output else slice(0, 1)
-    return low_res[:, sl], iou[:, sl]
+    one, as MaskDecoder.forward slices them (SAM 2's single mask: see stable_single_mask)."""
+    if multimask_output:
+        return low_res[:, 1:], iou[:, 1:]
+    if family == "sam2":
+        return stable_single_mask(low_res, iou)
+    return low_res[:, 0:1], iou[:, 0:1]
+
+
+def stable_single_mask(low_res: np.ndarray, iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SAM 2 MaskDecoder._dynamic_multimask_via_stability: mask token 0 where its stability on
+    the low-res logits (#(l > delta) / #(l > -delta), 1 when nothing is above -delta) is at
+    least the threshold, else the multimask output with the highest predicted IoU."""
+    flat = low_res[:, 0].reshape(len(low_res), -1)
+    area_i = np.count_nonzero(flat > np.float32(STABILITY_DELTA), axis=1).astype(np.float32)
+    area_u = np.count_nonzero(flat > np.float32(-STABILITY_DELTA), axis=1).astype(np.float32)
+    stability = np.where(area_u > 0, area_i / np.maximum(area_u, np.float32(1)), np.float32(1.0))
+    stable = stability >= np.float32(STABILITY_THRESH)
+    best = 1 + np.argmax(iou[:, 1:], axis=1)
+    pick = np.where(stable, 0, best)
+    rows = np.arange(len(low_res))
+    return low_res[rows, pick][:, None], iou[rows, pick][:, None]
+
+
+def returned_logits(low_res: np.ndarray, family: str = "sam") -> np.ndarray:
+    """The low-res logits a predictor returns (and a later round takes back): SAM's as they are,
+    SAM 2's clamped to +-32 (its masks are made from the unclamped ones)."""
+    if family == "sam2":
+        return np.clip(low_res, -SAM2_LOGITS_CLAMP, SAM2_LOGITS_CLAMP)
+    return low_res.copy()
 
 
 def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -58,6 +92,12 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if size[0] >= h and size[1] >= w:
         return _resize_pil(x, size)
     return _resize_gather(x, size)
+
+
+def postprocess_sam2_masks(low_res: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """(B, C, L, L) logits -> (B, C, H, W): SAM2Transforms.postprocess_masks' one bilinear
+    upsampling (align_corners=False, no antialias) straight to the original size."""
+    return np.ascontiguousarray(resize_bilinear(low_res.astype(np.float32, copy=False), original_size))
 
 
 def postprocess_masks(

@@ -1,4 +1,5 @@
-"""SAM's image preprocessing (ResizeLongestSide.apply_image + Sam.preprocess) in numpy."""
+"""Image preprocessing in numpy, per family: SAM's (ResizeLongestSide.apply_image +
+Sam.preprocess, also MobileSAM's) and SAM 2's (SAM2Transforms: a square resize, no padding)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,37 @@ def preprocess(
     """(H, W, 3) uint8 RGB -> ((1, 3, S, S) float32 encoder input, (h, w) resized size)."""
     resized = resize_longest_side(image, img_size)
     return to_model_input(resized, img_size, pixel_mean, pixel_std), (resized.shape[0], resized.shape[1])
+
+
+def resize_square(image: np.ndarray, img_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, S, S) float32 on the 0-1 scale, as SAM2Transforms computes it:
+    ToTensor (/255 in float32), then torchvision's Resize((S, S)) of a tensor (bilinear with
+    antialias: when shrinking, a triangle filter widened by the scale). PIL's bilinear resize of
+    a float ("F") image is that filter (torch's antialiased kernel follows PIL's), computed in
+    double precision: equal to torch's float32 to about 1e-6. The uint8 path would not be (PIL
+    rounds to uint8 between its passes)."""
+    chw = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    if chw.shape[1:] == (img_size, img_size):
+        return chw  # torchvision returns an image of the size asked for unchanged
+    out = np.empty((3, img_size, img_size), dtype=np.float32)
+    for c in range(3):
+        channel = Image.fromarray(np.ascontiguousarray(chw[c]), mode="F")
+        out[c] = np.asarray(channel.resize((img_size, img_size), Image.BILINEAR))
+    return out
+
+
+def preprocess_sam2(
+    image: np.ndarray, img_size: int, pixel_mean: np.ndarray, pixel_std: np.ndarray
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB -> ((1, 3, S, S) float32 encoder input, (S, S)): SAM2Transforms'
+    resize, then Normalize with its mean/std on the 0-1 scale, in float32."""
+    x = resize_square(image, img_size)
+    mean = np.asarray(pixel_mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(pixel_std, dtype=np.float32).reshape(3, 1, 1)
+    return ((x - mean) / std)[None], (img_size, img_size)
+
+
+def preprocess_for(family: str, image: np.ndarray, img_size: int, pixel_mean: np.ndarray, pixel_std: np.ndarray):
+    """The family's preprocessing: ((1, 3, S, S) float32, the resized (h, w))."""
+    fn = preprocess_sam2 if family == "sam2" else preprocess
+    return fn(image, img_size, pixel_mean, pixel_std)

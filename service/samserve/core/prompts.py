@@ -1,6 +1,6 @@
-"""Prompt validation and SamPredictor's prompt handling: coordinates from original-image
-pixels to the model's S x S input frame (ResizeLongestSide.apply_coords / apply_boxes),
-and the point/box/padding layout of PromptEncoder._embed_points/_embed_boxes."""
+"""Prompt validation and the predictors' prompt handling: coordinates from original-image
+pixels to the model's S x S input frame (SAM: ResizeLongestSide.apply_coords / apply_boxes;
+SAM 2: normalised by the original size), and each family's point/box/padding layout."""
 
 from __future__ import annotations
 
@@ -112,23 +112,49 @@ def apply_coords(coords: np.ndarray, original_size: tuple[int, int], img_size: i
     return out
 
 
+def normalize_coords(coords: np.ndarray, original_size: tuple[int, int], img_size: int) -> np.ndarray:
+    """(..., 2) XY in original pixels -> (..., 2) float32 in the S x S frame, as SAM 2's
+    SAM2Transforms.transform_coords computes it (float32: x / w, y / h, then * S)."""
+    h, w = original_size
+    out = np.array(coords, dtype=np.float32, copy=True)
+    out[..., 0] = out[..., 0] / np.float32(w)
+    out[..., 1] = out[..., 1] / np.float32(h)
+    return out * np.float32(img_size)
+
+
+def sam_layout(p: Prompt, original_size: tuple[int, int], img_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SamPredictor's: points, then the padding point when there is no box, then the box corners."""
+    coords = apply_coords(np.asarray(p.points, dtype=np.float64).reshape(-1, 2), original_size, img_size)
+    labels = np.asarray(p.labels, dtype=np.float64).reshape(-1)
+    if p.box is None:
+        return np.concatenate([coords, np.zeros((1, 2))]), np.concatenate([labels, [PAD_LABEL]])
+    corners = apply_coords(np.asarray(p.box, dtype=np.float64).reshape(2, 2), original_size, img_size)
+    return np.concatenate([coords, corners]), np.concatenate([labels, BOX_LABELS])
+
+
+def sam2_layout(p: Prompt, original_size: tuple[int, int], img_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SAM2ImagePredictor._predict's: the box corners first, then the points, then always the
+    padding point (its prompt encoder is called with boxes=None, so it pads)."""
+    coords = [normalize_coords(np.asarray(p.points, dtype=np.float64).reshape(-1, 2), original_size, img_size)]
+    labels = [np.asarray(p.labels, dtype=np.float64).reshape(-1)]
+    if p.box is not None:
+        coords.insert(0, normalize_coords(np.asarray(p.box, dtype=np.float64).reshape(2, 2), original_size, img_size))
+        labels.insert(0, np.asarray(BOX_LABELS))
+    coords.append(np.zeros((1, 2), np.float32))
+    labels.append(np.asarray([PAD_LABEL]))
+    return np.concatenate(coords), np.concatenate(labels)
+
+
 def decoder_batches(
-    prompts: list[Prompt], original_size: tuple[int, int], img_size: int, low_res_size: int
+    prompts: list[Prompt], original_size: tuple[int, int], img_size: int, low_res_size: int, family: str = "sam"
 ) -> list[DecoderBatch]:
-    """Builds sam_decoder inputs exactly as SamPredictor feeds its prompt encoder: points,
-    then the padding point when there is no box, then the two box corners; grouped by the
-    resulting point count so each group is one decoder call."""
+    """Builds sam_decoder inputs exactly as the family's predictor feeds its prompt encoder
+    (sam_layout, sam2_layout); grouped by the resulting point count so each group is one
+    decoder call."""
+    layout = sam2_layout if family == "sam2" else sam_layout
     groups: dict[int, list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]] = {}
     for i, p in enumerate(prompts):
-        coords = apply_coords(np.asarray(p.points, dtype=np.float64).reshape(-1, 2), original_size, img_size)
-        labels = np.asarray(p.labels, dtype=np.float64).reshape(-1)
-        if p.box is None:
-            coords = np.concatenate([coords, np.zeros((1, 2))])
-            labels = np.concatenate([labels, [PAD_LABEL]])
-        else:
-            corners = apply_coords(np.asarray(p.box, dtype=np.float64).reshape(2, 2), original_size, img_size)
-            coords = np.concatenate([coords, corners])
-            labels = np.concatenate([labels, BOX_LABELS])
+        coords, labels = layout(p, original_size, img_size)
         groups.setdefault(len(labels), []).append((i, coords, labels, p.mask_input))
     batches = []
     for members in groups.values():

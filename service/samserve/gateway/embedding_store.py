@@ -19,11 +19,11 @@ from functools import partial
 
 import numpy as np
 
-from samserve.contract import ModelInfo, cache_key, lock_key
+from samserve.contract import SAM2, ModelInfo, cache_key, lock_key
 from samserve.core.embedding_codec import CorruptEntry, ImageEmbedding, decode_entry, encode_entry
 from samserve.core.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
 from samserve.core.image import decode_image, image_sha256
-from samserve.core.preprocess import PREPROCESS_VERSION, check_resizable, preprocess
+from samserve.core.preprocess import PREPROCESS_VERSION, check_resizable, preprocess_for
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.deadline import Deadline
@@ -107,13 +107,16 @@ class EmbeddingStore:
         rgb = await self._cpu(decode_image, data, self.settings.max_image_pixels, self.settings.min_image_side)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.metrics.image_pixels.observe(original_size[0] * original_size[1])
-        check_resizable(*original_size, model.img_size)
+        if model.family != SAM2:  # SAM 2 resizes to a square: any aspect ratio fits
+            check_resizable(*original_size, model.img_size)
         return rgb, original_size
 
     async def _encode(
         self, rgb: np.ndarray, original_size: tuple[int, int], key: str, model: ModelInfo, deadline: Deadline
     ) -> ImageEmbedding:
-        x, input_size = await self._cpu(preprocess, rgb, model.img_size, model.pixel_mean, model.pixel_std)
+        x, input_size = await self._cpu(
+            preprocess_for, model.family, rgb, model.img_size, model.pixel_mean, model.pixel_std
+        )
         started = time.perf_counter()
         emb, made_by = await self.triton.encode(model, x, deadline.remaining("running the encoder"))
         self.metrics.backend_latency.labels("sam_encoder").observe(time.perf_counter() - started)

@@ -15,14 +15,14 @@ from functools import partial
 
 import numpy as np
 
-from samserve.contract import ENCODER, SAM_PIPELINE_FAMILIES, ModelInfo
+from samserve.contract import ENCODER, SAM2, SERVED_FAMILIES, ModelInfo
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import RLE_COUNTS, MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
 from samserve.core.errors import BackendError, BackendUnavailable, InvalidInput, NotFound, Overloaded, SamServeError
 from samserve.core.image import decode_image
 from samserve.core.mask_formats import MaskFormat, encode_mask, payload_bytes
-from samserve.core.postprocess import postprocess_masks, select_masks
+from samserve.core.postprocess import postprocess_masks, postprocess_sam2_masks, returned_logits, select_masks
 from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
@@ -84,7 +84,10 @@ def masks_at_original_size(
     polygon_tolerance: float = 0.0,
 ) -> list:
     """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
-    logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
+    if model.family == SAM2:
+        logits = postprocess_sam2_masks(low[None], original_size)[0]
+    else:
+        logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
     return [encode_mask(m > model.mask_threshold, fmt, polygon_tolerance) for m in logits]
 
 
@@ -118,10 +121,9 @@ class SamEngine:
         if not served:
             raise BackendUnavailable("Triton serves no sam_encoder: no model to serve")
         for m in served:
-            if m.family not in SAM_PIPELINE_FAMILIES:
+            if m.family not in SERVED_FAMILIES:
                 raise BackendUnavailable(
-                    f"Triton serves a {m.family!r} model ({m.name}); this gateway serves "
-                    f"{', '.join(SAM_PIPELINE_FAMILIES)}"
+                    f"Triton serves a {m.family!r} model ({m.name}); this gateway serves {', '.join(SERVED_FAMILIES)}"
                 )
         models = {m.name: m for m in served}
         if len(models) != len(served):
@@ -251,7 +253,8 @@ class SamEngine:
         n_masks = 3 if multimask_output else 1
         outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
         if keep_logits:
-            ids = await self.logits.put_many(entry.model_id, [m for low, _ in selected for m in low])
+            kept = [m for low, _ in selected for m in returned_logits(low, model.family)]
+            ids = await self.logits.put_many(entry.model_id, kept)
             outputs = [
                 dataclasses.replace(o, low_res_logits_ids=ids[i * n_masks : (i + 1) * n_masks])
                 for i, o in enumerate(outputs)
@@ -340,7 +343,7 @@ class SamEngine:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per prompt, in order: its selected low-res logits (C, L, L) and scores (C,); prompts of
         equal point count go to the decoder together."""
-        batches = decoder_batches(prompts, entry.original_size, model.img_size, model.low_res_size)
+        batches = decoder_batches(prompts, entry.original_size, model.img_size, model.low_res_size, model.family)
         started = time.perf_counter()
         decoded = await asyncio.gather(
             *(
@@ -360,7 +363,7 @@ class SamEngine:
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
         selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for batch, (low_res, iou) in zip(batches, decoded, strict=True):
-            low, scores = select_masks(low_res, iou, multimask_output)
+            low, scores = select_masks(low_res, iou, multimask_output, model.family)
             for k, index in enumerate(batch.indices):
                 selected[index] = (low[k], scores[k])
         return [selected[i] for i in range(len(prompts))]
@@ -401,7 +404,7 @@ class SamEngine:
             PromptOutput(
                 masks=[m for part in encoded[i * n_masks : (i + 1) * n_masks] for m in part],
                 iou_predictions=scores.astype(np.float32),
-                low_res_logits=low.copy() if return_logits else None,
+                low_res_logits=returned_logits(low, model.family) if return_logits else None,
             )
             for i, (low, scores) in enumerate(selected)
         ]
