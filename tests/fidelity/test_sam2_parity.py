@@ -6,12 +6,15 @@ as a downloaded sam2.1_hiera_*.pt is."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from samserve.client import PromptSpec
 from samserve.devtools.sample_images import encode, synthetic_image
+from tests.fidelity.test_amg_parity import LOW, match
 from tests.fidelity.test_predictor_parity import assert_reference_masks_nontrivial, compare, prompt_kinds, reference
 
 SHAPES = {"portrait": (640, 427), "landscape": (300, 520), "square": (256, 256), "elongated": (96, 1200)}
@@ -116,3 +119,93 @@ def test_second_round_with_mask_input_matches(sam2_stack, predictors, fidelity_r
 
 def test_reference_masks_are_not_trivial(predictors):
     assert_reference_masks_nontrivial(predictors, SHAPES)
+
+
+AMG_CASES = {
+    "grid8": LOW,
+    "grid8_m2m": {**LOW, "use_m2m": True},
+    "grid8_single_mask": {**LOW, "multimask_output": False},
+    # a higher mask_threshold and no stability filter, or every crop's masks touch its edges
+    "grid8_one_crop_layer_threshold1": {
+        **LOW,
+        "crop_n_layers": 1,
+        "crop_n_points_downscale_factor": 2,
+        "stability_score_thresh": 0.0,
+        "mask_threshold": 1.0,
+    },
+    "grid8_holes_and_sprinkles": {**LOW, "min_mask_region_area": 40},
+}
+
+
+def scipy_connected_components(mask: torch.Tensor):
+    """sam2.utils.misc.get_connected_components (8-connectivity labels and each pixel's component
+    area, 0 on the background), which the reference computes with its CUDA kernel only."""
+    from scipy import ndimage
+
+    labels = np.zeros(mask.shape, np.int32)
+    areas = np.zeros(mask.shape, np.int32)
+    for n, m in enumerate(mask[:, 0].numpy().astype(bool)):
+        lab, count = ndimage.label(m, structure=np.ones((3, 3), bool))
+        labels[n, 0] = lab
+        areas[n, 0] = np.where(lab > 0, np.bincount(lab.ravel(), minlength=count + 1)[lab], 0)
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+@pytest.mark.parametrize("case", list(AMG_CASES))
+def test_generate_masks_matches_sam2_generator(sam2_stack, fidelity_results, monkeypatch, case):
+    """SAM2AutomaticMaskGenerator on the same weights. Its hole/sprinkle filling (min_mask_region_area)
+    needs sam2's CUDA kernel for the connected components, or it is skipped with a warning: the
+    reference runs here with those components found by scipy instead, so the case compares what the
+    reference does with them (which logits, which values, before the upsampling)."""
+    import sam2.utils.misc
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    from build_engines.sam2_models import feature_sizes
+    from samserve.core.rle import counts_to_mask
+
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", scipy_connected_components)
+    loaded, client = sam2_stack
+    h, w = 300, 420
+    image = synthetic_image(h, w, seed=90)
+    options = AMG_CASES[case]
+    generator = SAM2AutomaticMaskGenerator(loaded.sam, output_mode="uncompressed_rle", **options)
+    generator.predictor._bb_feat_sizes = feature_sizes(loaded.sam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the filling must run, not be skipped
+        with torch.no_grad():
+            ref = generator.generate(image)
+    assert len(ref) >= 10, f"the reference returned only {len(ref)} masks: the case proves too little"
+    if options.get("crop_n_layers"):
+        assert sum(r["crop_box"] != [0, 0, w, h] for r in ref) >= 10, "no masks of the crops: proves too little"
+    got = client.generate_masks(encode(image), **options)
+    ref_masks = [counts_to_mask(r["segmentation"]["counts"], h, w) for r in ref]
+    pairs = match(ref, ref_masks, got, [g.segmentation for g in got])
+    diffs = [abs(got[j].predicted_iou - ref[i]["predicted_iou"]) for i, j, _ in pairs]
+    fidelity_results.append(
+        (
+            f"sam2.1 amg {case} ({len(ref)} ref, {len(got)} served)",
+            float(np.mean([p[2] for p in pairs])),
+            float(min(p[2] for p in pairs)),
+            max(diffs),
+        )
+    )
+    assert len(pairs) / len(ref) >= 0.98 and (len(got) - len(pairs)) / len(ref) <= 0.02
+    assert max(diffs) <= 1e-3
+    for i, j, _ in pairs:
+        assert np.allclose(got[j].point_coords, ref[i]["point_coords"], atol=1e-3)
+
+
+def test_generator_defaults_are_sam2s():
+    import inspect
+
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    from samserve.core.amg_options import AmgOptions
+
+    ref = {k: p.default for k, p in inspect.signature(SAM2AutomaticMaskGenerator).parameters.items()}
+    ours = AmgOptions().for_family("sam2")
+    for name in ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh"):
+        assert getattr(ours, name) == ref[name], name
+    for name in ("use_m2m", "multimask_output", "mask_threshold", "min_mask_region_area", "box_nms_thresh"):
+        assert getattr(ours, name) == ref[name], name
+    assert AmgOptions().for_family("sam").pred_iou_thresh == 0.88

@@ -37,10 +37,13 @@ def _encoder(encoder: str, model_id: str):
 def _decoder(decoder: str, model_id: str):
     made_by = model_id_tensor(model_id)
 
-    def decode(embedding, point_coords, point_labels):
+    def decode(embedding, point_coords, point_labels, mask_input=None):
         b, low = len(point_coords), 4 * embedding.shape[-1]
-        no_mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
-        inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *no_mask), strict=True))
+        if mask_input is None:
+            mask = (np.zeros((1, b, 1, low, low), np.float32), np.zeros((1, b), np.float32))
+        else:  # SAM 2's mask-to-mask refinement
+            mask = (np.ascontiguousarray(mask_input[None], np.float32), np.ones((1, b), np.float32))
+        inputs = dict(zip(DECODER_INPUTS, (embedding, point_coords[None], point_labels[None], *mask), strict=True))
         masks, iou = bls(decoder, {**inputs, MODEL_ID: made_by}, list(DECODER_OUTPUTS))
         return masks[0], iou[0]
 
@@ -50,7 +53,7 @@ def _decoder(decoder: str, model_id: str):
 class TritonPythonModel:
     def initialize(self, args):
         info = model_info(args)
-        self.model_id = info.model_id
+        self.model_id, self.family = info.model_id, info.family
         self.generator = AutomaticMaskGenerator(
             info, _encoder(info.triton(ENCODER), info.model_id), _decoder(info.triton(DECODER), info.model_id)
         )
@@ -62,7 +65,7 @@ class TritonPythonModel:
         image_t = pb_utils.get_input_tensor_by_name(request, AMG_IMAGE)
         size = pb_utils.get_input_tensor_by_name(request, AMG_ORIGINAL_SIZE).as_numpy().reshape(-1)
         raw = pb_utils.get_input_tensor_by_name(request, AMG_OPTIONS).as_numpy().reshape(-1)[0]
-        opts = AmgOptions.from_json(raw)
+        opts = AmgOptions.from_json(raw).for_family(self.family)
         original_size = (int(size[0]), int(size[1]))
         image = None if image_t is None else image_t.as_numpy()[0]
         if image is not None and image.shape[:2] != original_size:

@@ -189,6 +189,8 @@ def _amg(args) -> None:
             "stability_score_thresh",
             "crop_n_layers",
             "min_mask_region_area",
+            "use_m2m",
+            "mask_threshold",
         )
         if getattr(args, k) is not None
     }
@@ -390,6 +392,8 @@ def _client_parsers(sub) -> None:
     a.add_argument("--stability-score-thresh", dest="stability_score_thresh", type=float)
     a.add_argument("--crop-n-layers", dest="crop_n_layers", type=int)
     a.add_argument("--min-mask-region-area", dest="min_mask_region_area", type=int)
+    a.add_argument("--use-m2m", dest="use_m2m", action="store_const", const=True, help="SAM 2: mask-to-mask refinement")
+    a.add_argument("--mask-threshold", dest="mask_threshold", type=float, help="SAM 2: the logits' threshold")
     a.add_argument("--server", default="127.0.0.1:50051")
     a.add_argument("--model", default="", help="a model of the deployment (default: its default)")
 

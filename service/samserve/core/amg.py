@@ -143,3 +143,25 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
         if len(fill) == 0:
             fill = np.array([int(np.argmax(sizes)) + 1])
     return np.isin(regions, fill), True
+
+
+def fill_holes_and_sprinkles(low_res: np.ndarray, max_area: int, threshold: float) -> np.ndarray:
+    """SAM2Transforms.postprocess_masks' filling on low-res logits (N, L, L) (what SAM 2's
+    generator does with min_mask_region_area, as max_hole_area and max_sprinkle_area): the
+    8-connected components of the background (logit <= threshold) of at most `max_area` pixels
+    become threshold + 10, those of the foreground threshold - 10, both found on the logits as
+    given. The reference finds the components with its CUDA kernel (and skips the step where it
+    cannot run); the components of a binary image are the same whoever labels them."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), dtype=bool)
+    out = low_res.astype(np.float32, copy=True)
+    for n, logits in enumerate(low_res):
+        for region, value in ((logits <= threshold, threshold + 10.0), (logits > threshold, threshold - 10.0)):
+            labels, count = ndimage.label(region, structure=eight)
+            if count == 0:
+                continue
+            areas = np.bincount(labels.ravel(), minlength=count + 1)
+            small = (labels > 0) & (areas[labels] <= max_area)
+            out[n][small] = np.float32(value)
+    return out

@@ -474,12 +474,15 @@ class SamEngine:
         deadline.remaining("starting")
         opts.validate()
         s = self.settings
-        opts.check_budget(s.amg_max_points)
         first = await self.model(model_name)
+        opts = opts.for_family(first.family)  # its generator's defaults; its options only
+        opts.check_budget(s.amg_max_points)
 
         def validate(size: tuple[int, int]) -> None:
             model = self._known(model_name) or first  # after a refresh, the model served now
-            opts.check_image_budget(size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels)
+            opts.check_image_budget(
+                size, model.img_size, s.amg_max_encoder_runs, s.amg_max_mask_pixels, model.family == SAM2
+            )
 
         if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")

@@ -1,4 +1,6 @@
-"""SamAutomaticMaskGenerator.generate, as numpy orchestration over injected model calls.
+"""SamAutomaticMaskGenerator.generate (SAM, MobileSAM) and SAM2AutomaticMaskGenerator.generate
+(SAM 2: its point transform, mask selection, one-step upsampling, mask-to-mask refinement and
+hole/sprinkle filling), as numpy orchestration over injected model calls.
 
 The Triton model sam_amg_generate runs this with `encode` / `decode` doing BLS calls to
 sam_encoder / sam_decoder; the tests can run it with any callables. Same steps, same order
@@ -13,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samserve.contract import ModelInfo
+from samserve.contract import SAM2, ModelInfo
 from samserve.core.amg import (
     build_all_layer_point_grids,
+    fill_holes_and_sprinkles,
     generate_crop_boxes,
     is_box_near_crop_edge,
     masks_to_boxes,
@@ -25,12 +28,12 @@ from samserve.core.amg import (
     uncrop_masks,
 )
 from samserve.core.amg_options import AmgOptions
-from samserve.core.postprocess import postprocess_masks
-from samserve.core.preprocess import preprocess, preprocess_shape
-from samserve.core.prompts import apply_coords
+from samserve.core.postprocess import postprocess_masks, postprocess_sam2_masks, returned_logits, select_masks
+from samserve.core.preprocess import preprocess_for, preprocess_shape
+from samserve.core.prompts import apply_coords, normalize_coords
 from samserve.core.rle import counts_to_mask, mask_to_counts
 
-# (1, 3, S, S) float32 -> (1, 256, S/16, S/16) float16
+# (1, 3, S, S) float32 -> (1, C, S/16, S/16) float16 (C: 256, SAM 2's packed 1024)
 Encode = Callable[[np.ndarray], np.ndarray]
 # upsampled float32 logits held at once: chunks of masks are sized to stay under this
 UPSAMPLE_PIXELS = 16 * 1024 * 1024
@@ -40,8 +43,9 @@ class Cancelled(Exception):
     """The request was cancelled (its client left or its deadline passed): work stopped."""
 
 
-# embedding, point_coords (B, N, 2) float32, point_labels (B, N) float32 -> ((B, 4, L, L), (B, 4))
-Decode = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# embedding, point_coords (B, N, 2) float32, point_labels (B, N) float32[, mask_input (B, 1, L, L)
+# float32 low-res logits] -> ((B, 4, L, L), (B, 4))
+Decode = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -105,6 +109,7 @@ class AutomaticMaskGenerator:
         self.encode = encode
         self.decode = decode
         self.upsample_chunk = upsample_chunk
+        self.sam2 = model.family == SAM2
         self._cancelled: Callable[[], bool] = lambda: False
 
     def _check(self) -> None:
@@ -138,7 +143,8 @@ class AutomaticMaskGenerator:
             cb = data.crop_boxes
             area = ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])).astype(np.float32)
             data = data.take(nms(data.boxes, np.float32(1.0) / area, opts.crop_nms_thresh))
-        if opts.min_mask_region_area > 0 and len(data):
+        # SAM 2's generator fills holes and sprinkles on the low-res logits instead (_finish_masks)
+        if opts.min_mask_region_area > 0 and len(data) and not self.sam2:
             data = self._remove_small_regions(
                 data, original_size, opts.min_mask_region_area, max(opts.box_nms_thresh, opts.crop_nms_thresh)
             )
@@ -159,11 +165,12 @@ class AutomaticMaskGenerator:
         if embedding is None:
             if image is None:
                 raise ValueError("the image is needed to embed a crop")
-            x, input_size = preprocess(image[y0:y1, x0:x1], s, self.model.pixel_mean, self.model.pixel_std)
+            m = self.model
+            x, input_size = preprocess_for(m.family, image[y0:y1, x0:x1], s, m.pixel_mean, m.pixel_std)
             self._check()
             embedding = self.encode(x)
         else:
-            input_size = preprocess_shape(*crop_size, s)
+            input_size = (s, s) if self.sam2 else preprocess_shape(*crop_size, s)
         points_for_image = grid * np.array(crop_size)[None, ::-1]
         parts = [
             self._process_batch(
@@ -197,15 +204,24 @@ class AutomaticMaskGenerator:
         embedding: np.ndarray,
     ) -> AmgMasks:
         b = len(points)
-        coords = apply_coords(points, crop_size, self.model.img_size)
-        # SamPredictor pads a single point with a "not a point" (label -1) at (0, 0)
+        if self.sam2:
+            points = points.astype(np.float32).astype(np.float64)  # SAM 2's generator holds them in float32
+            coords = normalize_coords(points, crop_size, self.model.img_size)
+        else:
+            coords = apply_coords(points, crop_size, self.model.img_size)
+        # both predictors pad a single point with a "not a point" (label -1) at (0, 0)
         point_coords = np.concatenate([coords[:, None, :], np.zeros((b, 1, 2))], axis=1).astype(np.float32)
         point_labels = np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (b, 1))
         self._check()
         low_res, iou = self.decode(embedding, point_coords, point_labels)
-        low_res = low_res[:, 1:].reshape(-1, *low_res.shape[-2:])  # multimask outputs, flattened
-        iou = iou[:, 1:].reshape(-1).astype(np.float32)
-        pts = points.repeat(3, axis=0)
+        multimask = opts.multimask_output or not self.sam2
+        low_res, iou = select_masks(low_res, iou, multimask, self.model.family)
+        n = low_res.shape[1]
+        low_res = low_res.reshape(-1, *low_res.shape[-2:])  # flattened, n a point
+        iou = iou.reshape(-1).astype(np.float32)
+        pts = points.repeat(n, axis=0)
+        if self.sam2 and opts.use_m2m:
+            low_res, iou = self._refine(opts, embedding, point_coords.repeat(n, axis=0), low_res)
         keep = np.arange(len(iou))
         if opts.pred_iou_thresh > 0.0:
             keep = keep[iou > np.float32(opts.pred_iou_thresh)]
@@ -236,8 +252,14 @@ class AutomaticMaskGenerator:
         crop_box: list[int],
         orig_size: tuple[int, int],
     ) -> AmgMasks:
-        thr = self.model.mask_threshold
-        logits = postprocess_masks(low_res[None], self.model.img_size, input_size, crop_size)[0]
+        if self.sam2:
+            thr = opts.mask_threshold
+            if opts.min_mask_region_area > 0:
+                low_res = fill_holes_and_sprinkles(low_res, opts.min_mask_region_area, thr)
+            logits = postprocess_sam2_masks(low_res[None], crop_size)[0]
+        else:
+            thr = self.model.mask_threshold
+            logits = postprocess_masks(low_res[None], self.model.img_size, input_size, crop_size)[0]
         stab = stability_score(logits, thr, opts.stability_score_offset)
         keep = np.ones(len(stab), dtype=bool)
         if opts.stability_score_thresh > 0.0:
@@ -256,6 +278,24 @@ class AutomaticMaskGenerator:
             points[idx],
             np.zeros((len(idx), 4), np.int64),
         )
+
+    def _refine(
+        self, opts: AmgOptions, embedding: np.ndarray, point_coords: np.ndarray, low_res: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SAM2AutomaticMaskGenerator.refine_with_m2m: every mask of the first pass (before any
+        filtering) prompted again with its point and its clamped low-res logits as mask input,
+        points_per_batch at a time, one (stability-checked) mask each."""
+        masks, ious = [], []
+        labels = np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (len(point_coords), 1))
+        step = opts.points_per_batch
+        for i in range(0, len(point_coords), step):
+            mask_input = returned_logits(low_res[i : i + step], SAM2)[:, None]
+            self._check()
+            low, iou = self.decode(embedding, point_coords[i : i + step], labels[i : i + step], mask_input)
+            low, iou = select_masks(low, iou, False, SAM2)
+            masks.append(low[:, 0])
+            ious.append(iou[:, 0].astype(np.float32))
+        return np.concatenate(masks), np.concatenate(ious)
 
     @staticmethod
     def _remove_small_regions(data: AmgMasks, orig_size: tuple[int, int], min_area: int, nms_thresh: float) -> AmgMasks:

@@ -233,7 +233,7 @@ class SegmentResponse(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., original_size: _Optional[_Union[ImageSize, _Mapping]] = ..., cached: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[PromptResult, _Mapping]]] = ...) -> None: ...
 
 class AmgOptions(_message.Message):
-    __slots__ = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+    __slots__ = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area", "use_m2m", "multimask_output", "mask_threshold")
     POINTS_PER_SIDE_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
     PRED_IOU_THRESH_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,9 @@ class AmgOptions(_message.Message):
     CROP_OVERLAP_RATIO_FIELD_NUMBER: _ClassVar[int]
     CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _ClassVar[int]
+    USE_M2M_FIELD_NUMBER: _ClassVar[int]
+    MULTIMASK_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MASK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     points_per_side: int
     points_per_batch: int
     pred_iou_thresh: float
@@ -256,7 +259,10 @@ class AmgOptions(_message.Message):
     crop_overlap_ratio: float
     crop_n_points_downscale_factor: int
     min_mask_region_area: int
-    def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ...) -> None: ...
+    use_m2m: bool
+    multimask_output: bool
+    mask_threshold: float
+    def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., min_mask_region_area: _Optional[int] = ..., use_m2m: _Optional[bool] = ..., multimask_output: _Optional[bool] = ..., mask_threshold: _Optional[float] = ...) -> None: ...
 
 class GenerateMasksRequest(_message.Message):
     __slots__ = ("image", "image_id", "options", "output_format", "model", "polygon_tolerance")
