@@ -1,4 +1,8 @@
 """python -m build_engines --out DIR [--target cpu|gpu] [--checkpoint sam_vit_b_01ec64.pth --model-type vit_b]
+python -m build_engines --out DIR [--target cpu|gpu] --model NAME=CHECKPOINT[:TYPE] ... | --models-file FILE
+
+Several models (--model, repeated, or a models file: one NAME=CHECKPOINT[:TYPE] a line) go into
+one repository, each model's Triton models under "<NAME>__"; the first is the default.
 
 cpu: ONNX models served by ONNX Runtime in python-backend models (runs anywhere).
 gpu: TensorRT FP16 plans (needs an NVIDIA GPU and the tensorrt package; see gpu_repository.py).
@@ -11,9 +15,9 @@ import logging
 from pathlib import Path
 
 from build_engines.models import build_small_sam, load_checkpoint
-from build_engines.repository import is_current, write_cpu_repository
+from build_engines.repository import is_current, write_cpu_repositories
 from build_engines.tensorrt_engines import DEFAULT_FP32_LAYER_TYPES, EngineLimits
-from samserve.contract import MODEL_TYPES, REPOSITORY_LAYOUT
+from samserve.contract import MODEL_TYPES, REPOSITORY_LAYOUT, parse_model_spec, read_models_file
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--checkpoint", type=Path, help="SAM checkpoint (.pth); omit for a small model with random weights")
     p.add_argument("--model-type", choices=MODEL_TYPES, default="vit_b")
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="NAME=CHECKPOINT[:TYPE]",
+        help="a model of a repository of several (repeat; the first is the default)",
+    )
+    p.add_argument("--models-file", type=Path, help="the models, one NAME=CHECKPOINT[:TYPE] a line")
     p.add_argument("--small-img-size", type=int, default=256, help="input size S of the small demo model")
     p.add_argument("--seed", type=int, default=0, help="weights seed of the small demo model")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |ONNX - PyTorch| accepted")
@@ -44,18 +56,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.if_stale and is_current(args.out):
         logging.getLogger("build_engines").info("%s is current (layout %d): not rebuilt", args.out, REPOSITORY_LAYOUT)
         return
-    if args.checkpoint:
-        loaded = load_checkpoint(args.checkpoint, args.model_type)
+    specs = [*(args.models or []), *(read_models_file(args.models_file) if args.models_file else [])]
+    if specs and args.checkpoint:
+        p.error("--checkpoint serves one model; with --model / --models-file name each model's checkpoint there")
+    if specs:
+        models = [(name, load_checkpoint(path, t)) for name, path, t in (parse_model_spec(s) for s in specs)]
+    elif args.checkpoint:
+        models = [(None, load_checkpoint(args.checkpoint, args.model_type))]
     else:
-        loaded = build_small_sam(img_size=args.small_img_size, seed=args.seed)
+        models = [(None, build_small_sam(img_size=args.small_img_size, seed=args.seed))]
     if args.target == "gpu":
-        from build_engines.gpu_repository import write_gpu_repository
+        from build_engines.gpu_repository import write_gpu_repositories
 
         limits = EngineLimits(args.encoder_max_batch, args.decoder_max_prompts, args.decoder_max_points)
         fp32 = tuple(t.strip().upper() for t in args.fp32_layers.split(",") if t.strip())
-        write_gpu_repository(loaded, args.out, limits, args.tolerance, fp32)
+        write_gpu_repositories(models, args.out, limits, args.tolerance, fp32)
     else:
-        write_cpu_repository(loaded, args.out, args.tolerance)
+        write_cpu_repositories(models, args.out, args.tolerance)
 
 
 if __name__ == "__main__":

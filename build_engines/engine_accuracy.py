@@ -76,19 +76,30 @@ class TrtRunner:
         return outs
 
 
-def check_engines(sam, encoder_plan: Path, decoder_plan: Path, tol: Tolerances | None = None) -> EngineAccuracy:
-    import torch
+def reference_modules(sam, family: str = "sam"):
+    """(image size, the encoder and the decoder as the exported graphs compute them, in PyTorch)."""
+    if family == "sam2":
+        from build_engines.export_sam2 import Sam2DecoderOnnx, Sam2EncoderOnnx
 
+        return int(sam.image_size), Sam2EncoderOnnx(sam).eval(), Sam2DecoderOnnx(sam).eval()
     from build_engines.export_onnx import SamDecoderOnnx
 
+    return int(sam.image_encoder.img_size), sam.image_encoder, SamDecoderOnnx(sam).eval()
+
+
+def check_engines(
+    sam, encoder_plan: Path, decoder_plan: Path, tol: Tolerances | None = None, family: str = "sam"
+) -> EngineAccuracy:
+    import torch
+
     tol = tol or Tolerances()
-    s = sam.image_encoder.img_size
+    sam = sam.cuda().eval()
+    s, encoder, decoder = reference_modules(sam, family)
     e = s // 16
     g = torch.Generator().manual_seed(3)
-    sam = sam.cuda().eval()
     with torch.no_grad():
         x = torch.randn(2, 3, s, s, generator=g).cuda()
-        ref_emb = sam.image_encoder(x)
+        ref_emb = encoder(x)
         got_emb = TrtRunner(encoder_plan.read_bytes())(images=x)["image_embeddings"].float()
         emb_abs = float((got_emb - ref_emb).abs().max())
         emb_rel = emb_abs / max(float(ref_emb.abs().max()), 1e-12)
@@ -104,7 +115,7 @@ def check_engines(sam, encoder_plan: Path, decoder_plan: Path, tol: Tolerances |
             "mask_input": torch.zeros(b, 1, 4 * e, 4 * e).cuda(),
             "has_mask_input": torch.zeros(b).cuda(),
         }
-        ref_masks, ref_iou = SamDecoderOnnx(sam).eval()(*feeds.values())
+        ref_masks, ref_iou = decoder(*feeds.values())
         got = TrtRunner(decoder_plan.read_bytes())(**feeds)
         a, p = ref_masks > 0, got["low_res_masks"].float() > 0
         inter = (a & p).flatten(2).sum(-1).float()

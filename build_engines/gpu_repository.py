@@ -27,7 +27,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from build_engines.models import LoadedSam
-from build_engines.repository import BUILD_INFO, CHECKED_IN, model_parameters, parameters_block
+from build_engines.repository import (
+    BUILD_INFO,
+    CHECKED_IN,
+    embedding_dims,
+    model_info,
+    model_parameters,
+    parameters_block,
+    prefixed_config,
+)
 from build_engines.tensorrt_engines import (
     DEFAULT_FP32_LAYER_TYPES,
     EMBED_DIM,
@@ -45,6 +53,7 @@ from samserve.contract import (
     ENCODER_CORE,
     MAX_PROMPTS_PER_RUN,
     REPOSITORY_LAYOUT,
+    model_prefix,
     served_model_id,
 )
 
@@ -66,7 +75,7 @@ def _preferred(profile_entry) -> list[int]:
     return sorted({opt, hi})
 
 
-def encoder_config(params: dict[str, str], limits: EngineLimits, instances: int = 1) -> str:
+def encoder_config(params: dict[str, str], limits: EngineLimits, instances: int = 1, channels: int = EMBED_DIM) -> str:
     s = int(params["img_size"])
     e = s // 16
     profile = encoder_profile(s, limits)
@@ -80,7 +89,7 @@ input [
   {{ name: "images", data_type: TYPE_FP32, dims: {_dims((3, s, s))} }}
 ]
 output [
-  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((EMBED_DIM, e, e))} }}
+  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((channels, e, e))} }}
 ]
 dynamic_batching {{
   preferred_batch_size: {_dims(preferred)}
@@ -93,13 +102,15 @@ model_warmup [
 """ + parameters_block(params)
 
 
-def decoder_core_config(params: dict[str, str], limits: EngineLimits, instances: int = 1) -> str:
+def decoder_core_config(
+    params: dict[str, str], limits: EngineLimits, instances: int = 1, channels: int = EMBED_DIM
+) -> str:
     s = int(params["img_size"])
     e, low = s // 16, s // 4
-    profile = decoder_profile(s, limits)
+    profile = decoder_profile(s, limits, channels)
     preferred = _preferred(profile["point_coords"])
     warm_inputs = [
-        ("image_embeddings", "TYPE_FP16", (EMBED_DIM, e, e), "random_data: true"),
+        ("image_embeddings", "TYPE_FP16", (channels, e, e), "random_data: true"),
         ("point_coords", "TYPE_FP32", (2, 2), "random_data: true"),
         ("point_labels", "TYPE_FP32", (2,), "zero_data: true"),
         ("mask_input", "TYPE_FP32", (1, low, low), "zero_data: true"),
@@ -112,7 +123,7 @@ name: "{DECODER_CORE}"
 platform: "tensorrt_plan"
 max_batch_size: {limits.decoder_max_prompts}
 input [
-  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((EMBED_DIM, e, e))} }},
+  {{ name: "image_embeddings", data_type: TYPE_FP16, dims: {_dims((channels, e, e))} }},
   {{ name: "point_coords", data_type: TYPE_FP32, dims: [ -1, 2 ] }},
   {{ name: "point_labels", data_type: TYPE_FP32, dims: [ -1 ] }},
   {{ name: "mask_input", data_type: TYPE_FP32, dims: {_dims((1, low, low))} }},
@@ -146,30 +157,34 @@ def _warmups(label: str, inputs, batch_sizes) -> str:
     return ",\n".join(blocks)
 
 
-def encoder_adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
+def encoder_adapter_config(
+    params: dict[str, str], limits: EngineLimits, channels: int = EMBED_DIM, core: str = ENCODER_CORE
+) -> str:
     """The checked-in sam_encoder config, pointed at the plan instead of ONNX Runtime."""
     header = f"# GPU target: this python model batches requests through {ENCODER_CORE} over BLS.\n"
-    text = header + (CHECKED_IN / ENCODER / "config.pbtxt").read_text()
+    text = header + embedding_dims((CHECKED_IN / ENCODER / "config.pbtxt").read_text(), channels)
     if "max_batch_size: 4\n" not in text:
         raise RuntimeError("sam_encoder/config.pbtxt changed: 'max_batch_size: 4' not found")
     text = text.replace("max_batch_size: 4\n", f"max_batch_size: {limits.encoder_max_batch}\n")
-    return text + parameters_block({**params, CORE_MODEL: ENCODER_CORE})
+    return text + parameters_block({**params, CORE_MODEL: core})
 
 
-def adapter_config(params: dict[str, str], limits: EngineLimits) -> str:
+def adapter_config(
+    params: dict[str, str], limits: EngineLimits, channels: int = EMBED_DIM, core: str = DECODER_CORE
+) -> str:
     """The checked-in sam_decoder config, pointed at the plan instead of ONNX Runtime."""
     header = f"# GPU target: this python model merges requests and runs them through {DECODER_CORE} over BLS.\n"
-    text = header + (CHECKED_IN / DECODER / "config.pbtxt").read_text()
-    extra = {CORE_MODEL: DECODER_CORE, MAX_PROMPTS_PER_RUN: str(limits.decoder_max_prompts)}
+    text = header + embedding_dims((CHECKED_IN / DECODER / "config.pbtxt").read_text(), channels)
+    extra = {CORE_MODEL: core, MAX_PROMPTS_PER_RUN: str(limits.decoder_max_prompts)}
     return text + parameters_block({**params, **extra})
 
 
-def ensemble_config(params: dict[str, str]) -> str:
+def ensemble_config(params: dict[str, str], channels: int = EMBED_DIM) -> str:
     s, e = int(params["img_size"]), int(params["img_size"]) // 16
     text = (CHECKED_IN / AMG / "config.pbtxt").read_text()
     pinned = {
         "dims: [ 3, -1, -1 ]": f"dims: {_dims((3, s, s))}",
-        "dims: [ 256, -1, -1 ]": f"dims: {_dims((EMBED_DIM, e, e))}",
+        "dims: [ 256, -1, -1 ]": f"dims: {_dims((channels, e, e))}",
     }
     for old, new in pinned.items():
         if old not in text:
@@ -178,18 +193,25 @@ def ensemble_config(params: dict[str, str]) -> str:
     return text + parameters_block(params)
 
 
-def gpu_configs(loaded: LoadedSam, limits: EngineLimits) -> dict[str, str]:
-    """model name -> config.pbtxt text, for every model of the GPU repository."""
-    params = model_parameters(loaded, "gpu")
-    amg = (CHECKED_IN / AMG_GENERATE / "config.pbtxt").read_text() + parameters_block(params)
-    return {
-        ENCODER_CORE: encoder_config(params, limits),
-        ENCODER: encoder_adapter_config(params, limits),
-        DECODER_CORE: decoder_core_config(params, limits),
-        DECODER: adapter_config(params, limits),
+def gpu_configs(
+    loaded: LoadedSam, limits: EngineLimits, name: str | None = None, default: bool = True
+) -> dict[str, str]:
+    """model name -> config.pbtxt text, for every model of one model's set in the GPU repository
+    (`name`: its name in a repository of several, its Triton models under "<name>__")."""
+    params = model_parameters(loaded, "gpu", name=name, default=default)
+    prefix = model_prefix(name)
+    c = model_info(loaded, "gpu", name, default).embedding_channels  # SAM 2: its packed embedding
+    amg = embedding_dims((CHECKED_IN / AMG_GENERATE / "config.pbtxt").read_text(), c) + parameters_block(params)
+    cores = {ENCODER_CORE: prefix + ENCODER_CORE, DECODER_CORE: prefix + DECODER_CORE}
+    configs = {
+        ENCODER_CORE: encoder_config(params, limits, channels=c),
+        ENCODER: encoder_adapter_config(params, limits, c, cores[ENCODER_CORE]),
+        DECODER_CORE: decoder_core_config(params, limits, channels=c),
+        DECODER: adapter_config(params, limits, c, cores[DECODER_CORE]),
         AMG_GENERATE: amg,
-        AMG: ensemble_config(params),
+        AMG: ensemble_config(params, c),
     }
+    return {prefix + model: prefixed_config(text, prefix) for model, text in configs.items()}
 
 
 def write_gpu_repository(
@@ -199,67 +221,80 @@ def write_gpu_repository(
     tolerance: float = 1e-3,
     fp32_layer_types: tuple[str, ...] = DEFAULT_FP32_LAYER_TYPES,
 ) -> Path:
-    """Exports and verifies ONNX (as for the CPU target), builds the plans (reusing those of a
-    previous build of `out` when their metadata matches this GPU, TensorRT and model), checks
-    them against PyTorch, and writes the repository. Needs a GPU and the tensorrt package."""
+    """The GPU repository of one model (bare names): see write_gpu_repositories."""
+    return write_gpu_repositories([(None, loaded)], out, limits, tolerance, fp32_layer_types)
+
+
+def write_gpu_repositories(
+    models: list[tuple[str | None, LoadedSam]],
+    out: Path,
+    limits: EngineLimits | None = None,
+    tolerance: float = 1e-3,
+    fp32_layer_types: tuple[str, ...] = DEFAULT_FP32_LAYER_TYPES,
+) -> Path:
+    """For each model (under "<name>__" when several; the first the default): exports and
+    verifies ONNX (as for the CPU target), builds the plans (reusing those of a previous build of
+    `out` when their metadata matches this GPU, TensorRT and model), checks them against
+    PyTorch, and writes the repository. Needs a GPU and the tensorrt package."""
     from build_engines.engine_accuracy import check_engines
-    from build_engines.export_onnx import export_decoder, export_encoder
+    from build_engines.repository import check_model_names, export_models
     from build_engines.tensorrt_engines import build_engine
     from build_engines.verify import verify
 
     limits = limits or EngineLimits()
+    check_model_names([n for n, _ in models])
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for name, text in gpu_configs(loaded, limits).items():
-        (tmp / name / "1").mkdir(parents=True)
-        (tmp / name / "config.pbtxt").write_text(text)
-    for name in (ENCODER, DECODER, AMG_GENERATE):
-        shutil.copy(CHECKED_IN / name / "1" / "model.py", tmp / name / "1" / "model.py")
-    plans = {
-        ENCODER_CORE: tmp / ENCODER_CORE / "1" / "model.plan",
-        DECODER_CORE: tmp / DECODER_CORE / "1" / "model.plan",
-    }
-    for name, plan in plans.items():  # candidates for reuse; build_engine decides
-        for suffix in (".plan", ".json"):
-            old = out / name / "1" / f"model{suffix}"
-            if old.is_file():
-                shutil.copy(old, plan.with_suffix(suffix))
     timing_cache = out.with_name(out.name + ".timing-cache")
-    s = loaded.img_size
-    with tempfile.TemporaryDirectory() as work:
-        encoder_onnx = export_encoder(loaded.sam, Path(work) / "encoder.onnx")
-        decoder_onnx = export_decoder(loaded.sam, Path(work) / "decoder.onnx")
-        onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance)
-        metas = {
-            ENCODER_CORE: build_engine(
-                encoder_onnx,
-                plans[ENCODER_CORE],
-                encoder_profile(s, limits),
-                served_model_id(loaded.model_id, "gpu"),
-                fp32_layer_types,
-                timing_cache,
-            ),
-            DECODER_CORE: build_engine(
-                decoder_onnx,
-                plans[DECODER_CORE],
-                decoder_profile(s, limits),
-                served_model_id(loaded.model_id, "gpu"),
-                fp32_layer_types,
-                timing_cache,
-            ),
+    infos = {}
+    for i, (name, loaded) in enumerate(models):
+        prefix = model_prefix(name)
+        for model, text in gpu_configs(loaded, limits, name, default=i == 0).items():
+            (tmp / model / "1").mkdir(parents=True)
+            (tmp / model / "config.pbtxt").write_text(text)
+        for model in (ENCODER, DECODER, AMG_GENERATE):
+            shutil.copy(CHECKED_IN / model / "1" / "model.py", tmp / (prefix + model) / "1" / "model.py")
+        plans = {core: tmp / (prefix + core) / "1" / "model.plan" for core in (ENCODER_CORE, DECODER_CORE)}
+        for plan in plans.values():  # candidates for reuse; build_engine decides
+            for suffix in (".plan", ".json"):
+                old = out / plan.relative_to(tmp).with_suffix(suffix)
+                if old.is_file():
+                    shutil.copy(old, plan.with_suffix(suffix))
+        s = loaded.img_size
+        channels = model_info(loaded, "gpu").embedding_channels
+        served = served_model_id(loaded.model_id, "gpu")
+        with tempfile.TemporaryDirectory() as work:
+            encoder_onnx, decoder_onnx = export_models(loaded, Path(work) / "encoder", Path(work) / "decoder")
+            onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance, loaded.family)
+            metas = {
+                ENCODER_CORE: build_engine(
+                    encoder_onnx,
+                    plans[ENCODER_CORE],
+                    encoder_profile(s, limits),
+                    served,
+                    fp32_layer_types,
+                    timing_cache,
+                ),
+                DECODER_CORE: build_engine(
+                    decoder_onnx,
+                    plans[DECODER_CORE],
+                    decoder_profile(s, limits, channels),
+                    served,
+                    fp32_layer_types,
+                    timing_cache,
+                ),
+            }
+        accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE], family=loaded.family)
+        infos[name] = {
+            **model_parameters(loaded, "gpu", name=name, default=i == 0),
+            "onnx_verification": asdict(onnx_report),
+            "engines": {core: json.loads(m.to_json()) for core, m in metas.items()},
+            "engine_accuracy": asdict(accuracy),
         }
-    accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE])
-    info = {
-        "repository_layout": REPOSITORY_LAYOUT,
-        "target": "gpu",
-        **model_parameters(loaded, "gpu"),
-        "limits": asdict(limits),
-        "onnx_verification": asdict(onnx_report),
-        "engines": {name: json.loads(m.to_json()) for name, m in metas.items()},
-        "engine_accuracy": asdict(accuracy),
-    }
+    info = {"repository_layout": REPOSITORY_LAYOUT, "target": "gpu", "limits": asdict(limits)}
+    info.update(infos[None] if list(infos) == [None] else {"models": infos})
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    log.info("wrote GPU model repository for %s to %s", loaded.model_id, out)
+    log.info("wrote GPU model repository for %s to %s", ", ".join(m.model_id for _, m in models), out)
     return out

@@ -45,6 +45,8 @@ BUILD_INFO = "build_info.json"
 def export_models(loaded: LoadedSam, encoder_dir: Path, decoder_dir: Path) -> tuple[Path, Path]:
     """The family's ONNX encoder and decoder, as <dir>/1/model.onnx."""
     encoder, decoder = encoder_dir / "1" / "model.onnx", decoder_dir / "1" / "model.onnx"
+    for path in (encoder, decoder):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if loaded.family == SAM2:
         from build_engines.export_sam2 import export_sam2_decoder, export_sam2_encoder
 
@@ -135,6 +137,15 @@ def is_complete(out: Path) -> bool:
     return all((out / (model_prefix(n) + m) / "1" / "model.onnx").is_file() for n in names for m in ONNX_MODELS)
 
 
+def check_model_names(names: list[str | None]) -> None:
+    """Several models need distinct names that cannot collide as prefixes; one may have none."""
+    if len(names) > 1 and (None in names or len(set(names)) != len(names)):
+        raise ValueError(f"several models need distinct names, got {names}")
+    for n in names:
+        if n is not None and not re.fullmatch(MODEL_NAME_PATTERN, n):
+            raise ValueError(f"model name {n!r} must match {MODEL_NAME_PATTERN} (lowercase, digits, '-')")
+
+
 def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:
     """Exports, verifies against PyTorch (raises VerificationError past `tolerance`) and
     writes the repository of one model to `out`, replacing what was there."""
@@ -147,11 +158,7 @@ def write_cpu_repositories(
     """One repository serving several models: each model's set under "<name>__" (None: one
     model, bare names); the first is the default. Each is exported and verified."""
     names = [n for n, _ in models]
-    if len(models) > 1 and (None in names or len(set(names)) != len(names)):
-        raise ValueError(f"several models need distinct names, got {names}")
-    for n in names:
-        if n is not None and not re.fullmatch(MODEL_NAME_PATTERN, n):
-            raise ValueError(f"model name {n!r} must match {MODEL_NAME_PATTERN} (lowercase, digits, '-')")
+    check_model_names(names)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     infos = {}

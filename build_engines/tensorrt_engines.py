@@ -43,7 +43,9 @@ EMBED_DIM = 256
 class EngineLimits:
     encoder_max_batch: int = 8
     decoder_max_prompts: int = 64  # per engine run: the adapter's max_prompts_per_run
-    decoder_max_points: int = 66  # gateway max_points_per_prompt (64) + the two box corners
+    # gateway max_points_per_prompt (64) + the two box corners + SAM 2's padding point (it pads
+    # even with a box)
+    decoder_max_points: int = 67
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -65,13 +67,16 @@ def encoder_profile(img_size: int, limits: EngineLimits) -> dict[str, tuple[tupl
     return {"images": ((1, *shape), (_opt(n), *shape), (n, *shape))}
 
 
-def decoder_profile(img_size: int, limits: EngineLimits) -> dict[str, tuple[tuple[int, ...], ...]]:
+def decoder_profile(
+    img_size: int, limits: EngineLimits, channels: int = EMBED_DIM
+) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """channels: the embedding's (SAM 2's packed embedding: 1024)."""
     e, low = img_size // 16, img_size // 4
     p, k = limits.decoder_max_prompts, limits.decoder_max_points
     po = _opt(p)
     ko = min(k, 2)  # one click + the padding point: the common case and AMG's
     return {
-        "image_embeddings": ((1, EMBED_DIM, e, e), (po, EMBED_DIM, e, e), (p, EMBED_DIM, e, e)),
+        "image_embeddings": ((1, channels, e, e), (po, channels, e, e), (p, channels, e, e)),
         "point_coords": ((1, 1, 2), (po, ko, 2), (p, k, 2)),
         "point_labels": ((1, 1), (po, ko), (p, k)),
         "mask_input": ((1, 1, low, low), (po, 1, low, low), (p, 1, low, low)),

@@ -90,6 +90,25 @@ def parse_model_spec(spec: str) -> tuple[str, Path, str]:
     return name, Path(path).expanduser(), model_type
 
 
+def read_models_file(path: Path) -> list[str]:
+    """A models file: one NAME=CHECKPOINT[:TYPE] a line (the first the default); blank lines and
+    lines starting with # are skipped. Each line is checked by parse_model_spec (ValueError
+    naming the file and line)."""
+    specs = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parse_model_spec(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+        specs.append(line)
+    if not specs:
+        raise ValueError(f"{path}: no models (one NAME=CHECKPOINT[:TYPE] a line)")
+    return specs
+
+
 def model_prefix(name: str | None) -> str:
     return f"{name}{PREFIX_SEPARATOR}" if name else ""
 

@@ -153,3 +153,27 @@ def test_gpu_requests_only_in_the_gpu_overlay(rendered):
     gpus = {"gpu": 1, "cpu": 0}[overlay]
     triton = next(c for d, _, c in containers(docs, init=False) if d["metadata"]["name"] == "samserve-triton")
     assert int(triton["resources"].get("limits", {}).get("nvidia.com/gpu", 0)) == gpus
+
+
+def test_the_models_configmap_is_what_build_engines_reads(rendered, tmp_path):
+    """Triton's init container builds the models of the samserve-models ConfigMap: the volume
+    names the generated (hashed) ConfigMap, the env's file is where it is mounted, and the file
+    parses as build_engines reads it (the first model the default)."""
+    from samserve.contract import parse_model_spec, read_models_file
+
+    _, docs = rendered
+    maps = {d["metadata"]["name"]: d for d in by_kind(docs, "ConfigMap")}
+    (triton,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "samserve-triton"]
+    spec = triton["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    volume = {v["name"]: v for v in spec["volumes"]}["models"]
+    name = volume["configMap"]["name"]
+    assert name.startswith("samserve-models-") and name in maps  # the hash rolls the pods on a change
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    mount = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}["models"]
+    assert env["SAMSERVE_MODELS_FILE"] == f"{mount}/models.txt"
+    assert '--models-file "${SAMSERVE_MODELS_FILE}"' in init["args"][0]
+    (tmp_path / "models.txt").write_text(maps[name]["data"]["models.txt"])
+    specs = read_models_file(tmp_path / "models.txt")
+    first, path, model_type = parse_model_spec(specs[0])
+    assert (first, str(path), model_type) == ("sam", "/checkpoints/sam_vit_b_01ec64.pth", "vit_b")

@@ -105,3 +105,39 @@ def test_serve_builds_one_repository_for_several_models_and_reuses_it(small_sam,
     mtime = (repo / "build_info.json").stat().st_mtime_ns
     assert _prepare_models_repository(specs, tmp_path / "repos") == repo
     assert (repo / "build_info.json").stat().st_mtime_ns == mtime  # reused, not rebuilt
+
+
+def test_build_engines_takes_a_models_file_with_several_families(small_sam, tmp_path):
+    """What the Kubernetes init container runs with the models ConfigMap: a SAM and a SAM 2.1
+    checkpoint (sam2.1_hiera_*.pt layout) in one repository, the first the default."""
+    from build_engines.__main__ import main
+    from build_engines.models import save_small_checkpoint
+    from build_engines.repository import BUILD_INFO, is_complete
+    from build_engines.sam2_models import build_sam2_model, save_sam2_checkpoint
+
+    save_small_checkpoint(small_sam.sam.state_dict(), tmp_path / "shapes.pth")
+    save_sam2_checkpoint(build_sam2_model("sam2.1_scaled", seed=3), tmp_path / "tiny2.pt")
+    models = tmp_path / "models.txt"
+    models.write_text(
+        f"# the default first\nshapes={tmp_path / 'shapes.pth'}:small\n\ns2={tmp_path / 'tiny2.pt'}:sam2.1_scaled\n"
+    )
+    main(["--out", str(tmp_path / "repo"), "--models-file", str(models)])
+    assert is_complete(tmp_path / "repo")
+    info = json.loads((tmp_path / "repo" / BUILD_INFO).read_text())["models"]
+    assert (info["shapes"]["family"], info["s2"]["family"]) == ("sam", "sam2")
+    assert (info["shapes"]["default_model"], info["s2"]["default_model"]) == ("true", "false")
+    assert "dims: [ 1024, -1, -1 ]" in (tmp_path / "repo" / "s2__sam_decoder" / "config.pbtxt").read_text()
+
+
+def test_a_bad_models_file_names_its_line(tmp_path):
+    from samserve.contract import read_models_file
+
+    bad = tmp_path / "models.txt"
+    bad.write_text("a=/m/sam_vit_b_01ec64.pth\nb=/m/unknown.pt\n")
+    with pytest.raises(ValueError, match=r"models.txt:2: model 'b=/m/unknown.pt': add :TYPE"):
+        read_models_file(bad)
+    bad.write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match="no models"):
+        read_models_file(bad)
+    bad.write_text("big=/m/sam2.1_hiera_large.pt\n")
+    assert read_models_file(bad) == ["big=/m/sam2.1_hiera_large.pt"]

@@ -39,6 +39,29 @@ def test_exported_graphs_are_tensorrt_compatible(model_repository, small_sam):
     check_tensorrt_compatible(model_repository / "sam_decoder" / "1" / "model.onnx", decoder_profile(s, LIMITS))
 
 
+@pytest.fixture(scope="module")
+def sam2_onnx(sam2_small, tmp_path_factory):
+    from build_engines.repository import export_models
+
+    work = tmp_path_factory.mktemp("sam2_onnx")
+    return export_models(sam2_small, work / "encoder", work / "decoder")
+
+
+def test_sam2_graphs_are_tensorrt_compatible(sam2_onnx, sam2_small):
+    """SAM 2's encoder (Hiera, its positional embedding a constant) and decoder (the packed
+    embedding taken apart by slices and reshapes) through the same parser checks."""
+    encoder, decoder = sam2_onnx
+    s = sam2_small.img_size
+    check_tensorrt_compatible(encoder, encoder_profile(s, LIMITS))
+    check_tensorrt_compatible(decoder, decoder_profile(s, LIMITS, 1024))
+    graph = onnx.load(str(decoder)).graph
+    profile = decoder_profile(s, LIMITS, 1024)
+    for value_info in graph.input:
+        lo, _, hi = profile[value_info.name]
+        for axis, d in enumerate(value_info.type.tensor_type.shape.dim):
+            assert bool(d.dim_param) == (lo[axis] != hi[axis]), (value_info.name, axis)
+
+
 def test_dynamic_axes_are_where_the_profiles_vary(model_repository, small_sam):
     """The profiles vary batch / prompts / points; the graph must leave exactly those symbolic."""
     graph = onnx.load(str(model_repository / "sam_decoder" / "1" / "model.onnx")).graph
@@ -107,7 +130,8 @@ def test_an_incompatible_file_fails_loudly(tmp_path):
 
 def test_profiles_cover_what_the_gateway_sends():
     settings = Settings()
-    assert LIMITS.decoder_max_points >= settings.max_points_per_prompt + 2  # points + two box corners
+    # points + two box corners + SAM 2's padding point (it pads even with a box)
+    assert LIMITS.decoder_max_points >= settings.max_points_per_prompt + 3
     profile = decoder_profile(1024, LIMITS)
     assert profile["point_coords"][0] == (1, 1, 2)
     assert profile["point_coords"][2] == (LIMITS.decoder_max_prompts, LIMITS.decoder_max_points, 2)
@@ -123,8 +147,44 @@ def test_profiles_cover_what_the_gateway_sends():
 
 
 @pytest.fixture(scope="module")
-def configs(small_sam) -> dict[str, mc.ModelConfig]:
-    return {name: text_format.Parse(text, mc.ModelConfig()) for name, text in gpu_configs(small_sam, LIMITS).items()}
+def sam2_small():
+    from build_engines.sam2_models import build_sam2_model
+
+    return build_sam2_model("sam2.1_scaled", seed=2)
+
+
+@pytest.fixture(scope="module", params=["sam", "sam2"])
+def gpu_model(request, small_sam, sam2_small):
+    return small_sam if request.param == "sam" else sam2_small
+
+
+@pytest.fixture(scope="module")
+def configs(gpu_model) -> dict[str, mc.ModelConfig]:
+    return {name: text_format.Parse(text, mc.ModelConfig()) for name, text in gpu_configs(gpu_model, LIMITS).items()}
+
+
+def _channels(model) -> int:
+    return 1024 if model.family == "sam2" else 256
+
+
+def test_several_models_have_their_own_prefixed_sets(small_sam, sam2_small):
+    """Each model's set under "<name>__": its adapters call its own plans, its ensemble its own
+    steps; the first model is the default."""
+    texts = {**gpu_configs(small_sam, LIMITS, "sam", default=True), **gpu_configs(sam2_small, LIMITS, "s2", False)}
+    parsed = {name: text_format.Parse(text, mc.ModelConfig()) for name, text in texts.items()}
+    models = set(MODELS) | {ENCODER_CORE, DECODER_CORE}
+    assert set(parsed) == {f"{p}__{m}" for p in ("sam", "s2") for m in models}
+    for name, config in parsed.items():
+        prefix = name.split("__")[0]
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        assert config.name == name and params["model_prefix"] == f"{prefix}__"
+        assert params["default_model"] == ("true" if prefix == "sam" else "false")
+        if "core_model" in params:
+            assert params["core_model"].startswith(f"{prefix}__") and params["core_model"] in parsed
+        for step in config.ensemble_scheduling.step:
+            assert step.model_name.startswith(f"{prefix}__"), step.model_name
+    emb = {t.name: list(t.dims) for t in parsed["s2__sam_decoder_trt"].input}["image_embeddings"]
+    assert emb[0] == 1024
 
 
 def test_gpu_repository_has_every_model_the_gateway_and_pipelines_call(configs):
@@ -138,11 +198,11 @@ def _expected_dims(profile_entry) -> list[int]:
     return [a if a == b else -1 for a, b in zip(lo[1:], hi[1:], strict=True)]
 
 
-def test_plan_configs_match_the_engine_profiles(configs, small_sam):
-    s = small_sam.img_size
+def test_plan_configs_match_the_engine_profiles(configs, gpu_model):
+    s = gpu_model.img_size
     for name, profile, max_batch in (
         (ENCODER_CORE, encoder_profile(s, LIMITS), LIMITS.encoder_max_batch),
-        (DECODER_CORE, decoder_profile(s, LIMITS), LIMITS.decoder_max_prompts),
+        (DECODER_CORE, decoder_profile(s, LIMITS, _channels(gpu_model)), LIMITS.decoder_max_prompts),
     ):
         config = configs[name]
         assert config.platform == "tensorrt_plan"
@@ -197,12 +257,14 @@ def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):
     assert model_ids.pop().endswith("-gpu-fp16")  # never the CPU repository's id
 
 
-def test_ensemble_shapes_match_the_fixed_size_encoder(configs, small_sam):
-    s, e = small_sam.img_size, small_sam.img_size // 16
+def test_ensemble_shapes_match_the_fixed_size_encoder(configs, gpu_model):
+    s, e = gpu_model.img_size, gpu_model.img_size // 16
     inputs = {t.name: list(t.dims) for t in configs["sam_amg"].input}
     outputs = {t.name: list(t.dims) for t in configs["sam_amg"].output}
     assert inputs["images"] == [3, s, s]
-    assert outputs["image_embeddings"] == [256, e, e]
+    assert outputs["image_embeddings"] == [_channels(gpu_model), e, e]
+    generate = {t.name: list(t.dims) for t in configs["sam_amg_generate"].input}
+    assert generate["image_embeddings"][0] == _channels(gpu_model)
 
 
 def test_cpu_repository_configs_parse_too(model_repository):
@@ -286,3 +348,14 @@ def test_engines_build_and_match_pytorch_on_the_gpu(small_sam, tmp_path):
     assert (out / DECODER_CORE / "1" / "model.plan").stat().st_size > 0
     again = write_gpu_repository(small_sam, tmp_path / "repo", EngineLimits(2, 16, 8))  # reuses the plans
     assert (again / ENCODER_CORE / "1" / "model.plan").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=str(_gpu_reason()))
+def test_several_families_build_and_match_pytorch_on_the_gpu(small_sam, sam2_small, tmp_path):
+    from build_engines.gpu_repository import write_gpu_repositories
+
+    out = write_gpu_repositories([("sam", small_sam), ("s2", sam2_small)], tmp_path / "repo", EngineLimits(2, 16, 8))
+    for prefix in ("sam__", "s2__"):
+        assert (out / f"{prefix}{ENCODER_CORE}" / "1" / "model.plan").stat().st_size > 0
+        assert (out / f"{prefix}{DECODER_CORE}" / "1" / "model.plan").stat().st_size > 0

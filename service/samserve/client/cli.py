@@ -343,6 +343,12 @@ def _serve_parser(sub) -> None:
         metavar="NAME=CHECKPOINT[:TYPE]",
         help="serve several models, each under NAME (repeat; the first is the default)",
     )
+    s.add_argument(
+        "--models-file",
+        dest="models_file",
+        type=Path,
+        help="several models from a file: one NAME=CHECKPOINT[:TYPE] a line (# comments), the first the default",
+    )
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--http-port", dest="http_port", type=int, help="HTTP/JSON API and the page (default 8080)")
@@ -433,6 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     p = _parser()
     args = p.parse_args(argv)
     if args.command == "serve":
+        if args.models_file is not None:
+            from samserve.contract import read_models_file
+
+            try:
+                args.models = [*(args.models or []), *read_models_file(args.models_file)]
+            except (OSError, ValueError) as exc:
+                p.error(f"--models-file: {exc}")
         if args.models and (args.checkpoint or args.model_type):
             p.error("--model NAME=CHECKPOINT[:TYPE] serves several models; leave out --checkpoint/--model-type")
         settings = _settings_from(args)
