@@ -1,7 +1,7 @@
 """Served vs the reference in-process, per model family, side by side in one run.
 
-    .venv/bin/python benchmarks/families.py                       # vit_t (MobileSAM) and vit_b
-    .venv/bin/python benchmarks/families.py --models vit_t --repeats 5
+    .venv/bin/python benchmarks/families.py          # vit_t, sam2.1_hiera_t, sam2.1_hiera_s, vit_b
+    .venv/bin/python benchmarks/families.py --models vit_t,sam2.1_hiera_t --repeats 5
 
 For each model (full-size architecture, random weights, S = 1024) on the same CPU: the served
 Embed of a new image (decode + preprocess + encoder + cache write) against the reference
@@ -29,6 +29,10 @@ from benchmarks.stack import load_model, local_stack  # noqa: E402
 
 
 def predictor_for(loaded):
+    if loaded.family == "sam2":
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        return SAM2ImagePredictor(loaded.sam)
     if loaded.model_type == "vit_t":
         from mobile_sam import SamPredictor
     else:
@@ -104,7 +108,7 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="vit_t,vit_b")
+    p.add_argument("--models", default="vit_t,sam2.1_hiera_t,sam2.1_hiera_s,vit_b")
     p.add_argument("--repeats", type=int, default=3, help="per measurement (new images for the encoder)")
     p.add_argument("--height", type=int, default=768)
     p.add_argument("--width", type=int, default=1024)
@@ -122,13 +126,13 @@ def main() -> None:
 
     print(f"\nimage {w}x{h}, S=1024, random weights, {args.repeats} new images, {5 * args.repeats} clicks; medians")
     print(
-        f"{'model':7s} {'Embed miss ms':>14s} {'set_image ms':>13s} {'ratio':>6s} "
+        f"{'model':15s} {'Embed miss ms':>14s} {'set_image ms':>13s} {'ratio':>6s} "
         f"{'Segment hit ms':>15s} {'predict ms':>11s} {'ratio':>6s} "
         f"{'16 prompts ms':>14s} {'16 predicts ms':>15s} {'ratio':>6s}"
     )
     for name, se, re_, ss, rp, sm, rm in rows:
         print(
-            f"{name:7s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f} "
+            f"{name:15s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f} "
             f"{sm:14.0f} {rm:15.0f} {sm / rm:6.2f}"
         )
 

@@ -16,7 +16,7 @@ torchvision_compat.install()
 def load_model(name: str):
     """ "small": the test model (random weights, S=256); "vit_b" / "vit_l" / "vit_h": Meta's
     architecture with random weights (seed 0), S=1024: realistic cost, meaningless masks;
-    "vit_t": MobileSAM's, likewise."""
+    "vit_t": MobileSAM's, likewise; "sam2.1_hiera_t" / "_s" / ...: SAM 2.1's, likewise."""
     from build_engines.models import LoadedSam, build_small_sam, state_dict_digest
     from samserve.contract import model_id
 
@@ -26,6 +26,10 @@ def load_model(name: str):
         from build_engines.models import build_mobile_sam
 
         return build_mobile_sam()
+    if name.startswith("sam2"):  # sam2.1_hiera_t, ...: build_sam2's packaged config
+        from build_engines.sam2_models import build_sam2_model
+
+        return build_sam2_model(name)
     import torch
     from segment_anything import sam_model_registry
 

@@ -68,10 +68,9 @@ class SamDecoderOnnx(SamOnnxModel):
         output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        src = image_embeddings + dense
-        image_pe = self.model.prompt_encoder.get_dense_pe()
-        pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
-        b, c, h, w = src.shape
+        src = image_embeddings + dense  # one row a prompt, or one for all (SamDecoderNoMaskOnnx)
+        pos_src = self.model.prompt_encoder.get_dense_pe()  # broadcast, never copied a prompt
+        b, (c, h, w) = tokens.shape[0], src.shape[1:]
         hs, src = md.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : (1 + md.num_mask_tokens), :]
@@ -85,6 +84,46 @@ class SamDecoderOnnx(SamOnnxModel):
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         iou_pred = md.iou_prediction_head(iou_token_out)
         return masks, iou_pred
+
+
+class SamDecoderNoMaskOnnx(SamDecoderOnnx):
+    """SamDecoderOnnx for prompts without a mask input on one image: image_embeddings (1, 256,
+    e, e), point_coords (B, N, 2), point_labels (B, N). The dense embedding is no_mask_embed, the
+    same for every prompt, so the transformer's first layer takes the image side with batch 1:
+    its projections of the image tokens are computed once and broadcast over the prompts (the
+    reference computes the same numbers once a prompt)."""
+
+    def forward(  # type: ignore[override]
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self._predict_masks(image_embeddings, sparse, dense)
+
+
+NOMASK_AXES = {
+    "point_coords": {0: "prompts", 1: "points"},
+    "point_labels": {0: "prompts", 1: "points"},
+    "low_res_masks": {0: "prompts"},
+    "iou_predictions": {0: "prompts"},
+}
+
+
+def export_nomask(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """A no-mask decoder network (one image embedding, batch 1; prompts dynamic)."""
+    torch.onnx.export(
+        module.eval(),
+        (example[0][:1], example[1], example[2]),
+        str(path),
+        input_names=list(contract.DECODER_NOMASK_INPUTS),
+        output_names=DECODER_OUTPUTS,
+        dynamic_axes=NOMASK_AXES,
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+    log.info("exported the no-mask decoder to %s", path)
+    return path
 
 
 def decoder_example_inputs(sam: Sam, num_prompts: int = 2, num_points: int = 3) -> tuple[torch.Tensor, ...]:
@@ -156,7 +195,7 @@ def export_decoder(sam: Sam, path: Path) -> Path:
         input_names=DECODER_INPUTS,
         output_names=DECODER_OUTPUTS,
         dynamic_axes={
-            "image_embeddings": {0: "prompts"},
+            "image_embeddings": {0: "images"},  # 1 (broadcast over the prompts) or one per prompt
             "point_coords": {0: "prompts", 1: "points"},
             "point_labels": {0: "prompts", 1: "points"},
             "mask_input": {0: "prompts"},
@@ -169,4 +208,5 @@ def export_decoder(sam: Sam, path: Path) -> Path:
         dynamo=False,
     )
     log.info("exported decoder to %s", path)
+    export_nomask(SamDecoderNoMaskOnnx(sam), decoder_example_inputs(sam), path.with_name(contract.DECODER_NOMASK_FILE))
     return path

@@ -110,9 +110,9 @@ class Sam2DecoderOnnx(torch.nn.Module):
             weights.insert(0, md.obj_score_token.weight)
         output_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        src = image_embed + dense
-        pos_src = self.model.sam_prompt_encoder.get_dense_pe().expand(tokens.shape[0], -1, -1, -1)
-        b, c, h, w = src.shape
+        src = image_embed + dense  # one row a prompt, or one for all (Sam2DecoderNoMaskOnnx)
+        pos_src = self.model.sam_prompt_encoder.get_dense_pe()  # broadcast, never copied a prompt
+        b, (c, h, w) = tokens.shape[0], src.shape[1:]
         hs, src = md.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : (s + 1 + md.num_mask_tokens), :]
@@ -126,6 +126,20 @@ class Sam2DecoderOnnx(torch.nn.Module):
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         return masks, md.iou_prediction_head(iou_token_out)
+
+
+class Sam2DecoderNoMaskOnnx(Sam2DecoderOnnx):
+    """Sam2DecoderOnnx for prompts without a mask input on one image (packed embedding (1, 1024,
+    e, e)): as SamDecoderNoMaskOnnx, the image side of the first transformer layer once."""
+
+    def forward(  # type: ignore[override]
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pe = self.model.sam_prompt_encoder
+        image_embed, feat_s1, feat_s0 = unpack(image_embeddings)
+        sparse = pe._embed_points(point_coords, point_labels, pad=False)
+        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self._predict_masks(image_embed, sparse, dense, feat_s0, feat_s1)
 
 
 @contextlib.contextmanager
@@ -185,7 +199,7 @@ def export_sam2_decoder(model, path: Path) -> Path:
         input_names=list(contract.DECODER_INPUTS),
         output_names=list(contract.DECODER_OUTPUTS),
         dynamic_axes={
-            "image_embeddings": {0: "prompts"},
+            "image_embeddings": {0: "images"},  # 1 (broadcast over the prompts) or one per prompt
             "point_coords": {0: "prompts", 1: "points"},
             "point_labels": {0: "prompts", 1: "points"},
             "mask_input": {0: "prompts"},
@@ -198,4 +212,8 @@ def export_sam2_decoder(model, path: Path) -> Path:
         dynamo=False,
     )
     log.info("exported SAM 2 decoder to %s", path)
+    from build_engines.export_onnx import export_nomask
+
+    nomask = path.with_name(contract.DECODER_NOMASK_FILE)
+    export_nomask(Sam2DecoderNoMaskOnnx(model), sam2_decoder_example_inputs(model), nomask)
     return path

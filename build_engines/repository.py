@@ -23,11 +23,14 @@ from samserve.contract import (
     AMG,
     AMG_GENERATE,
     DECODER,
+    DECODER_NOMASK_FILE,
+    DEFAULT_RESIDENT_BYTES,
     ENCODER,
     FAMILIES,
     INTRA_OP_THREADS,
     MODEL_NAME_PATTERN,
     REPOSITORY_LAYOUT,
+    RESIDENT_BYTES,
     SAM2,
     ModelInfo,
     model_prefix,
@@ -90,7 +93,11 @@ def model_parameters(
     """The config parameters of every model of one model's set: the ModelInfo contract (its
     model_id names the target and precision) and the python-backend models' knobs."""
     info = model_info(loaded, target, name, default)
-    return {**info.to_parameters(), INTRA_OP_THREADS: str(intra_op_threads)}
+    return {
+        **info.to_parameters(),
+        INTRA_OP_THREADS: str(intra_op_threads),
+        RESIDENT_BYTES: str(DEFAULT_RESIDENT_BYTES),
+    }
 
 
 def prefixed_config(text: str, prefix: str) -> str:
@@ -134,7 +141,8 @@ def is_complete(out: Path) -> bool:
     if not is_current(out):
         return False
     names = json.loads((out / BUILD_INFO).read_text()).get("models") or {None: None}
-    return all((out / (model_prefix(n) + m) / "1" / "model.onnx").is_file() for n in names for m in ONNX_MODELS)
+    files = [(m, "model.onnx") for m in ONNX_MODELS] + [(DECODER, DECODER_NOMASK_FILE)]
+    return all((out / (model_prefix(n) + m) / "1" / f).is_file() for n in names for m, f in files)
 
 
 def check_model_names(names: list[str | None]) -> None:

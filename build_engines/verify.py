@@ -35,6 +35,12 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _nomask_session(decoder_path: Path) -> ort.InferenceSession:
+    from samserve.contract import DECODER_NOMASK_FILE
+
+    return _session(Path(decoder_path).with_name(DECODER_NOMASK_FILE))
+
+
 def _check(name: str, diff: float, tol: float) -> None:
     log.info("%s: max |onnx - torch| = %.3g (tolerance %.1g)", name, diff, tol)
     if not np.isfinite(diff) or diff > tol:
@@ -88,7 +94,7 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
             torch.zeros(b),
         ),
     ]
-    for points, boxes, masks, oc, ol, om, oh in cases:
+    for k, (points, boxes, masks, oc, ol, om, oh) in enumerate(cases):
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
         ref_masks, ref_iou = sam.mask_decoder.predict_masks(
             image_embeddings=emb,
@@ -99,7 +105,8 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
         got_masks, got_iou = sess.run(
             None,
             {
-                "image_embeddings": emb.expand(b, -1, -1, -1).numpy(),
+                # one row per prompt, then one embedding broadcast over the prompts
+                "image_embeddings": (emb if k else emb.expand(b, -1, -1, -1)).numpy(),
                 "point_coords": oc.numpy(),
                 "point_labels": ol.numpy(),
                 "mask_input": om.numpy(),
@@ -108,6 +115,12 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
         )
         worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
         worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
+        if masks is None:  # the no-mask network too, one embedding for all the prompts
+            got_masks, got_iou = _nomask_session(onnx_path).run(
+                None, {"image_embeddings": emb.numpy(), "point_coords": oc.numpy(), "point_labels": ol.numpy()}
+            )
+            worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
+            worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
     _check("decoder low_res_masks", worst_masks, tol)
     _check("decoder iou_predictions", worst_iou, tol)
     return worst_masks, worst_iou
@@ -182,7 +195,7 @@ def verify_sam2_decoder(model, onnx_path: Path, tol: float = 1e-3) -> tuple[floa
     ]
     worst_masks = worst_iou = 0.0
     pe = model.sam_prompt_encoder
-    for points, masks, oc, ol, om, oh in cases:
+    for k, (points, masks, oc, ol, om, oh) in enumerate(cases):
         sparse, dense = pe(points=points, boxes=None, masks=masks)
         ref_masks, ref_iou, _, _ = model.sam_mask_decoder.predict_masks(
             image_embeddings=embed,
@@ -192,11 +205,17 @@ def verify_sam2_decoder(model, onnx_path: Path, tol: float = 1e-3) -> tuple[floa
             repeat_image=True,
             high_res_features=[s0.expand(b, -1, -1, -1), s1.expand(b, -1, -1, -1)],
         )
-        feed = {"image_embeddings": packed.expand(b, -1, -1, -1).numpy(), "point_coords": oc.numpy()}
+        rows = packed if k else packed.expand(b, -1, -1, -1)  # one a prompt, then one broadcast
+        feed = {"image_embeddings": rows.numpy(), "point_coords": oc.numpy()}
         feed.update({"point_labels": ol.numpy(), "mask_input": om.numpy(), "has_mask_input": oh.numpy()})
         got_masks, got_iou = sess.run(None, feed)
         worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
         worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
+        if masks is None:  # the no-mask network too, one embedding for all the prompts
+            nomask = {k: feed[k] for k in ("point_coords", "point_labels")}
+            got_masks, got_iou = _nomask_session(onnx_path).run(None, {"image_embeddings": packed.numpy(), **nomask})
+            worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
+            worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
     _check("SAM 2 decoder low_res_masks", worst_masks, tol)
     _check("SAM 2 decoder iou_predictions", worst_iou, tol)
     return worst_masks, worst_iou

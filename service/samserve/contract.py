@@ -29,8 +29,19 @@ EMBEDDINGS = "image_embeddings"
 MODEL_ID = "model_id"  # TYPE_STRING, dims [1]
 ENCODER_OUTPUTS = (EMBEDDINGS, MODEL_ID)
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")  # the network
-DECODER_REQUEST_INPUTS = (*DECODER_INPUTS, MODEL_ID)  # what sam_decoder takes
+# sam_decoder also takes the embedding's cache key (optional): it keeps the embedding by that key
+# (within RESIDENT_BYTES), and a later request may send the key alone; one whose embedding it does
+# not hold (evicted, another replica, a restart) fails with NOT_RESIDENT in its message, and the
+# gateway sends it again with the embedding.
+EMBEDDING_KEY = "embedding_key"  # TYPE_STRING, dims [1]
+NOT_RESIDENT = "embedding not resident"
+DECODER_REQUEST_INPUTS = (*DECODER_INPUTS, MODEL_ID, EMBEDDING_KEY)  # what sam_decoder takes
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+# CPU target: a second decoder network for prompts without a mask input, on one image: the image
+# side of the transformer's first layer (the embedding's projections) is computed once and
+# broadcast over the prompts instead of once a prompt (model_nomask.onnx beside model.onnx)
+DECODER_NOMASK_INPUTS = DECODER_INPUTS[:3]
+DECODER_NOMASK_FILE = "model_nomask.onnx"
 AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_options"
 AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
@@ -135,9 +146,10 @@ SERVED_FAMILIES = (*SAM_PIPELINE_FAMILIES, SAM2)
 # (512, e, e): one (1024, e, e) tensor. The decoder takes it apart again (exactly: reshapes only).
 SAM2_EMBEDDING_CHANNELS = 1024
 # Bumped whenever a repository's models change what they take or return (2: the encoder returns
-# model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt): a
+# model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt; 3:
+# the decoder keeps embeddings by key and takes one embedding for all its prompts): a
 # repository built for another layout is rebuilt, never served to a gateway that expects this one.
-REPOSITORY_LAYOUT = 2
+REPOSITORY_LAYOUT = 3
 
 # -- model-config parameters ---------------------------------------------------------------
 REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")
@@ -145,6 +157,8 @@ REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")
 INTRA_OP_THREADS = "intra_op_threads"  # ONNX Runtime threads (0: its default)
 CORE_MODEL = "core_model"  # GPU target: the TensorRT plan the sam_decoder adapter runs over BLS
 MAX_PROMPTS_PER_RUN = "max_prompts_per_run"  # prompts per decoder run (the plan's profile)
+RESIDENT_BYTES = "resident_embedding_bytes"  # sam_decoder: embeddings kept by cache key (0: none)
+DEFAULT_RESIDENT_BYTES = 512 << 20
 
 
 def config_parameters(model_config: dict) -> dict[str, str]:
@@ -265,6 +279,11 @@ def model_id_of(tensor: np.ndarray) -> str:
     """The model id a MODEL_ID tensor carries (its first element)."""
     value = tensor.reshape(-1)[0]
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def key_of_model(key: str, model_id: str) -> bool:
+    """A cache key (cache_key) of an embedding made by `model_id`."""
+    return key.startswith(f"samserve:emb:{model_id}:")
 
 
 def model_mismatch(made_by: str, serves: str) -> str | None:

@@ -251,7 +251,11 @@ def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):
     assert adapter.backend == "python"
     assert params["core_model"] == DECODER_CORE
     assert int(params["max_prompts_per_run"]) == configs[DECODER_CORE].max_batch_size
-    assert [t.name for t in adapter.input] == [*(t.name for t in configs[DECODER_CORE].input), "model_id"]
+    assert [t.name for t in adapter.input] == [
+        *(t.name for t in configs[DECODER_CORE].input),
+        "model_id",
+        "embedding_key",
+    ]
     model_ids = {config.parameters["model_id"].string_value for config in configs.values()}
     assert len(model_ids) == 1  # every model knows the model it serves
     assert model_ids.pop().endswith("-gpu-fp16")  # never the CPU repository's id

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from samserve.contract import ENCODER, SAM2, SERVED_FAMILIES, ModelInfo
+from samserve.contract import ENCODER, SAM2, SERVED_FAMILIES, ModelInfo, cache_key
 from samserve.core.amg_options import AmgOptions
 from samserve.core.amg_records import RLE_COUNTS, MaskRecord, records_from_arrays
 from samserve.core.embedding_codec import ImageEmbedding
@@ -23,9 +24,10 @@ from samserve.core.errors import BackendError, BackendUnavailable, InvalidInput,
 from samserve.core.image import decode_image
 from samserve.core.mask_formats import MaskFormat, encode_mask, payload_bytes
 from samserve.core.postprocess import postprocess_masks, postprocess_sam2_masks, returned_logits, select_masks
+from samserve.core.preprocess import PREPROCESS_VERSION
 from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
 from samserve.gateway.backends.redis_cache import RedisCache
-from samserve.gateway.backends.triton import TritonBackend
+from samserve.gateway.backends.triton import EmbeddingNotResident, TritonBackend
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.embedding_store import EmbeddingStore, ModelChanged
 from samserve.gateway.logits_store import LogitsStore
@@ -38,6 +40,10 @@ AMG_FEWER_MASKS = (
 )
 AMG_STREAM_ENCODE = 64  # GenerateMasksStream: records encoded per CPU job
 MODELS_REREAD_S = 2.0  # an unknown model name re-reads Triton's models at most this often
+# embeddings the gateway believes sam_decoder holds (their facts only, no tensor): a click on one
+# sends its cache key alone. A belief that is wrong (evicted, another Triton replica, a restart)
+# costs one more call, with the embedding (EmbeddingNotResident).
+RESIDENT_KEYS = 4096
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class SamEngine:
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
         self.logits = LogitsStore(cache, settings.logits_ttl_s, settings.logits_local_bytes)
+        self._resident: OrderedDict[str, ImageEmbedding] = OrderedDict()  # cache key -> facts
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -241,11 +248,13 @@ class SamEngine:
         if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
         for attempt in (1, 2):
-            image_id, entry, cached = await self._image_embedding(image, image_id, deadline, validate, model_name)
+            image_id, entry, cached = await self._image_embedding(
+                image, image_id, deadline, validate, model_name, resident=True
+            )
             model = await self.model(model_name)
             validate(entry.original_size)
             try:
-                selected = await self._decode(prompts, entry, model, multimask_output, deadline)
+                selected = await self._decode(prompts, entry, model, multimask_output, deadline, image_id, model_name)
                 break
             except (BackendError, BackendUnavailable):
                 if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
@@ -274,12 +283,33 @@ class SamEngine:
         ]
 
     async def _image_embedding(
-        self, image: bytes | None, image_id: str | None, deadline: Deadline, validate: Callable, model_name: str | None
+        self,
+        image: bytes | None,
+        image_id: str | None,
+        deadline: Deadline,
+        validate: Callable,
+        model_name: str | None,
+        resident: bool = False,
     ) -> tuple[str, ImageEmbedding, bool]:
-        """(image_id, embedding, cached) of the image's bytes, or else of its image_id."""
+        """(image_id, embedding, cached) of the image's bytes, or else of its image_id. resident:
+        an image_id the decoder holds gives its facts alone (embedding None), without a read."""
         if image is not None:
             return await self.embedding(image, deadline, validate, model_name)
+        if resident:
+            key = cache_key((await self.model(model_name)).model_id, PREPROCESS_VERSION, image_id)
+            held = self._resident.get(key)
+            if held is not None:
+                self._resident.move_to_end(key)
+                self.metrics.cache.labels("hit").inc()
+                return image_id, held, True
         return image_id, await self.embedding_by_id(image_id, model_name), True
+
+    def _held(self, key: str, entry: ImageEmbedding) -> None:
+        """Remembers that sam_decoder holds the embedding under `key` (its facts, not the tensor)."""
+        self._resident[key] = dataclasses.replace(entry, embedding=None)
+        self._resident.move_to_end(key)
+        while len(self._resident) > RESIDENT_KEYS:
+            self._resident.popitem(last=False)
 
     async def _may_retry(
         self, attempt: int, model: ModelInfo, entry: ImageEmbedding, have_bytes: bool, image_id: str, model_name
@@ -339,27 +369,47 @@ class SamEngine:
             )
 
     async def _decode(
-        self, prompts: list[Prompt], entry: ImageEmbedding, model: ModelInfo, multimask_output: bool, deadline: Deadline
+        self,
+        prompts: list[Prompt],
+        entry: ImageEmbedding,
+        model: ModelInfo,
+        multimask_output: bool,
+        deadline: Deadline,
+        image_id: str,
+        model_name: str | None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per prompt, in order: its selected low-res logits (C, L, L) and scores (C,); prompts of
-        equal point count go to the decoder together."""
+        equal point count go to the decoder together. The decoder keeps the embedding under its
+        cache key; an entry without its tensor (one the decoder holds) sends the key alone, and
+        the embedding is read and sent when the decoder no longer holds it."""
         batches = decoder_batches(prompts, entry.original_size, model.img_size, model.low_res_size, model.family)
-        started = time.perf_counter()
-        decoded = await asyncio.gather(
-            *(
-                self.triton.decode(
-                    model,
-                    entry.embedding,
-                    entry.model_id,
-                    b.point_coords,
-                    b.point_labels,
-                    b.mask_input,
-                    b.has_mask_input,
-                    deadline.remaining("running the decoder"),
+        key = cache_key(entry.model_id, PREPROCESS_VERSION, image_id)
+
+        def run_all(embedding: np.ndarray | None):
+            return asyncio.gather(
+                *(
+                    self.triton.decode(
+                        model,
+                        embedding,
+                        entry.model_id,
+                        b.point_coords,
+                        b.point_labels,
+                        b.mask_input,
+                        b.has_mask_input,
+                        deadline.remaining("running the decoder"),
+                        key=key,
+                    )
+                    for b in batches
                 )
-                for b in batches
             )
-        )
+
+        started = time.perf_counter()
+        try:
+            decoded = await run_all(entry.embedding)
+        except EmbeddingNotResident:
+            self._resident.pop(key, None)
+            decoded = await run_all((await self.embedding_by_id(image_id, model_name)).embedding)
+        self._held(key, entry)
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
         selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for batch, (low_res, iou) in zip(batches, decoded, strict=True):

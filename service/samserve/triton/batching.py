@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samserve.contract import DECODER_INPUTS
+from samserve.contract import DECODER_INPUTS, DECODER_NOMASK_INPUTS
 
 Arrays = dict[str, np.ndarray]
 
@@ -56,23 +56,42 @@ def run_decoder_batched(
     run: Callable[[Arrays], tuple[np.ndarray, np.ndarray]],
     max_prompts: int,
     embedding_dtype: type = np.float32,
+    broadcast_image: bool = False,
+    run_nomask: Callable[[Arrays], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Groups the prompts of all requests by point count (the only shape that must match
     in one model call), gives each prompt its image's embedding (as `embedding_dtype`), runs
     `run` on at most `max_prompts` prompts at a time and returns (low_res_masks,
-    iou_predictions) per request."""
-    by_points: dict[int, list[tuple[int, int]]] = defaultdict(list)  # N -> [(request, prompt)]
+    iou_predictions) per request.
+
+    broadcast_image: each run holds the prompts of one request only and gets its image's
+    embedding once, (1, C, e, e), which the network broadcasts over the prompts (ONNX Runtime:
+    the same results, without a copy of the embedding per prompt: 16 MiB each for SAM 2). A
+    TensorRT plan behind Triton needs one row per prompt (one batch dimension for all inputs).
+
+    run_nomask (with broadcast_image): the network for prompts without a mask input (the
+    DECODER_NOMASK_INPUTS), which shares the image's work among them; prompts with one still go
+    to `run`."""
+    by_points: dict[tuple[int, int, bool], list[tuple[int, int]]] = defaultdict(list)  # -> [(request, prompt)]
+    nomask = broadcast_image and run_nomask is not None
     for r, req in enumerate(requests):
         for p in range(req.num_prompts):
-            by_points[req.num_points].append((r, p))
+            plain = nomask and not req.has_mask_input[p]
+            by_points[req.num_points, r if broadcast_image else -1, plain].append((r, p))
     results: list[list[tuple[np.ndarray, np.ndarray] | None]] = [[None] * req.num_prompts for req in requests]
-    for members in by_points.values():
+    for (_, _, plain), members in by_points.items():
         for start in range(0, len(members), max_prompts):
             chunk = members[start : start + max_prompts]
-            embeddings = np.stack([requests[r].image_embeddings[0] for r, _ in chunk])
+            if broadcast_image:
+                embeddings = requests[chunk[0][0]].image_embeddings
+            else:
+                embeddings = np.stack([requests[r].image_embeddings[0] for r, _ in chunk])
             per_prompt = [np.stack([getattr(requests[r], name)[p] for r, p in chunk]) for name in DECODER_INPUTS[1:]]
             feed = dict(zip(DECODER_INPUTS, [embeddings.astype(embedding_dtype, copy=False), *per_prompt], strict=True))
-            masks, ious = run(feed)
+            if plain:
+                masks, ious = run_nomask({k: feed[k] for k in DECODER_NOMASK_INPUTS})
+            else:
+                masks, ious = run(feed)
             for i, (r, p) in enumerate(chunk):
                 results[r][p] = (masks[i], ious[i])
     out = []

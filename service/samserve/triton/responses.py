@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from samserve.contract import model_id_of, model_mismatch
+from samserve.contract import NOT_RESIDENT, model_id_of, model_mismatch
 
 
 class ModelMismatch(ValueError):
@@ -55,8 +55,8 @@ def batched_responses(
             valid.append(i)
         except ModelMismatch as exc:
             responses[i] = error_response(str(exc), "UNAVAILABLE")
-        except ValueError as exc:
-            responses[i] = error_response(str(exc))
+        except ValueError as exc:  # NOT_FOUND for an embedding asked by a key not kept (NotResident)
+            responses[i] = error_response(str(exc), "NOT_FOUND" if NOT_RESIDENT in str(exc) else "INTERNAL")
     try:
         outputs: list = run(parsed) if parsed else []
     except Exception as exc:

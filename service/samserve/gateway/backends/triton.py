@@ -18,11 +18,13 @@ from samserve.contract import (
     DECODER,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    EMBEDDING_KEY,
     EMBEDDINGS,
     ENCODER,
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     MODEL_ID,
+    NOT_RESIDENT,
     PREFIX_SEPARATOR,
     ModelInfo,
     config_parameters,
@@ -48,9 +50,17 @@ DTYPES = {
 _RETRYABLE = ("UNAVAILABLE", "NOT_FOUND", "UNIMPLEMENTED", "CANCELLED")  # down, model (re)loading
 
 
+class EmbeddingNotResident(BackendError):
+    """sam_decoder does not hold the embedding a request named by key alone: send it again with
+    the embedding (the engine does, once)."""
+
+
 def _translate(exc: InferenceServerException, what: str) -> SamServeError:
     status = str(exc.status() or "").removeprefix("StatusCode.")
     text = str(exc.message() or exc)
+    if NOT_RESIDENT in text:
+        log.info("request %s: Triton %s: the embedding is not kept there; sending it", REQUEST_ID.get(), what)
+        return EmbeddingNotResident(f"Triton {what} does not hold the embedding")
     log.warning("request %s: Triton %s: %s: %s", REQUEST_ID.get(), what, status or "no status", text)
     if status == "DEADLINE_EXCEEDED" or "Deadline Exceeded" in text:
         return DeadlineExceeded(f"deadline exceeded while Triton ran {what}")
@@ -152,18 +162,25 @@ class TritonBackend:
     async def decode(
         self,
         model: ModelInfo,
-        image_embeddings: np.ndarray,
+        image_embeddings: np.ndarray | None,
         model_id: str,
         point_coords: np.ndarray,
         point_labels: np.ndarray,
         mask_input: np.ndarray,
         has_mask_input: np.ndarray,
         deadline_s: float | None = None,
+        key: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One image's embedding (1, 256, e, e) float16, made by `model_id` (the decoder refuses
-        another model's), and B prompts -> ((B, 4, L, L), (B, 4))."""
+        """One image's embedding (1, C, e, e) float16, made by `model_id` (the decoder refuses
+        another model's), and B prompts -> ((B, 4, L, L), (B, 4)). `key`: the embedding's cache
+        key, under which the decoder keeps it; with image_embeddings None only the key is sent
+        (EmbeddingNotResident when the decoder does not hold it)."""
         per_prompt = (point_coords, point_labels, mask_input, has_mask_input)  # + the request's batch dim
-        inputs = dict(zip(DECODER_INPUTS, (image_embeddings, *(x[None] for x in per_prompt)), strict=True))
+        inputs = dict(zip(DECODER_INPUTS[1:], (x[None] for x in per_prompt), strict=True))
+        if image_embeddings is not None:
+            inputs[DECODER_INPUTS[0]] = image_embeddings
+        if key is not None:
+            inputs[EMBEDDING_KEY] = model_id_tensor(key)
         inputs[MODEL_ID] = model_id_tensor(model_id)
         masks, iou = await self._infer(model.triton(DECODER), inputs, list(DECODER_OUTPUTS), deadline_s)
         return masks[0], iou[0]
