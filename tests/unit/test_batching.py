@@ -85,7 +85,7 @@ def test_prompts_without_a_mask_go_to_the_no_mask_network():
     req = request(5, 4, 2)
     has = np.array([0, 1, 0, 1], np.float32)
     req = DecoderRequest(req.image_embeddings, req.point_coords, req.point_labels, req.mask_input, has)
-    ((masks, ious),) = run_decoder_batched([req], runner("full"), 8, broadcast_image=True, run_nomask=runner("nomask"))
+    ((_, ious),) = run_decoder_batched([req], runner("full"), 8, broadcast_image=True, run_nomask=runner("nomask"))
     assert seen["nomask"] == [["image_embeddings", "point_coords", "point_labels"]]  # no mask inputs at all
     assert seen["full"] == [["has_mask_input", "image_embeddings", "mask_input", "point_coords", "point_labels"]]
     np.testing.assert_array_equal(ious[:, 0], req.point_coords[:, 0, 0])  # each prompt's own result, in order
