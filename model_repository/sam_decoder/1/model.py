@@ -73,9 +73,12 @@ def _parse(request, emb_size, model_id, channels=256, resident=None, dtype=np.fl
             f"inconsistent shapes: point_coords {coords.shape}, point_labels {labels.shape}, "
             f"mask_input {mask.shape} (expected (1, {b}, 1, {low}, {low})), has_mask_input {has.shape}"
         )
-    if keep is not None and resident is not None:  # a copy: the request's tensors go with it
-        emb = np.array(emb, dtype=dtype)
-        resident.put(keep, emb)
+    if keep is not None and resident is not None:
+        held = resident.get(keep)  # the same key: the same model, image and preprocessing
+        if held is None:
+            held = np.array(emb, dtype=dtype)  # a copy: the request's tensors go with it
+            resident.put(keep, held)
+        emb = held
     return DecoderRequest(emb, coords[0], labels[0], mask[0], has[0])
 
 
