@@ -46,7 +46,8 @@ RUN pip install --no-cache-dir --no-deps . \
     && pip install --no-cache-dir -c constraints.txt -r requirements-triton.txt
 # SAM 2's reference (an sdist; export of sam2.1_hiera_* checkpoints): as scripts/setup.sh installs
 # it, without its CUDA extension, its dependency on torchvision or its top-level `training` package
-RUN SAM2_BUILD_CUDA=0 pip install --no-cache-dir -c constraints.txt --no-deps --no-build-isolation sam2==1.1.0 \
+RUN pip install --no-cache-dir "setuptools>=70.1" \
+    && SAM2_BUILD_CUDA=0 pip install --no-cache-dir -c constraints.txt --no-deps --no-build-isolation sam2==1.1.0 \
     && rm -rf "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/training"
 # triton-server, the official image's non-root user
 USER 1000:1000

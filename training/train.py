@@ -68,22 +68,34 @@ def step_data(seed: int, step: int, n: int, scene_size: int, s: int, mix: dict):
     return rng, scenes, [to_long_side(sc.image, s) for sc in scenes]
 
 
+WORKER_STEP_TIMEOUT_S = 600  # a worker that died never answers: fail instead of waiting forever
+
+
 def data_stream(make, first: int, steps: int, workers: int):
     """make(step) for step in [first, steps), in order: inline, or computed ahead by `workers`
     processes (at most two steps each in flight, so memory stays bounded); the same values either
-    way. Close the generator to stop the workers."""
+    way. Close the generator to stop the workers.
+
+    The workers are forked from a fresh single-threaded server process ("forkserver"), not from
+    this one: a fork of a process with threads (gRPC's, PyTorch's, a gateway's) can leave the
+    child holding a lock no thread will release, or crash it."""
     if not workers:
         for step in range(first, steps):
             yield make(step)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         pending: deque = deque()
         ahead = first
         while pending or ahead < steps:
             while ahead < steps and len(pending) < 2 * workers:
                 pending.append(pool.apply_async(make, (ahead,)))
                 ahead += 1
-            yield pending.popleft().get()
+            try:
+                yield pending.popleft().get(timeout=WORKER_STEP_TIMEOUT_S)
+            except multiprocessing.TimeoutError:
+                raise RuntimeError(
+                    f"a data worker gave no step within {WORKER_STEP_TIMEOUT_S} s (did it die?)"
+                ) from None
 
 
 def batch_input(images: list[np.ndarray], s: int, device) -> torch.Tensor:

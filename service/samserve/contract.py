@@ -182,6 +182,7 @@ class ModelInfo:
     name: str = "default"  # what requests call it (the `model` field); "default" when it is the only one
     prefix: str = ""  # of its Triton models' names: "" or "<name>__"
     is_default: bool = False  # the model a request that names none gets
+    resident_bytes: int = 0  # sam_decoder's budget for embeddings kept by key (0: none kept)
 
     def triton(self, model: str) -> str:
         """This model's Triton model of the given role (ENCODER, DECODER, AMG_GENERATE, ...)."""
@@ -231,6 +232,7 @@ class ModelInfo:
             name=params.get("served_name", "default"),
             prefix=params.get("model_prefix", ""),
             is_default=params.get("default_model", "true") == "true",
+            resident_bytes=int(params.get(RESIDENT_BYTES, "0")),
         )
 
 

@@ -134,6 +134,8 @@ AMG_CASES = {
         "mask_threshold": 1.0,
     },
     "grid8_holes_and_sprinkles": {**LOW, "min_mask_region_area": 40},
+    # the generator's threshold binarises; its predictor still fills at its own, 0
+    "grid8_holes_threshold1": {**LOW, "min_mask_region_area": 40, "mask_threshold": 1.0, "stability_score_thresh": 0.0},
 }
 
 

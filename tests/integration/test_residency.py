@@ -56,23 +56,49 @@ async def _believe(engine, key, entry):
     engine._held(key, entry)
 
 
-def test_a_key_of_another_model_is_refused_by_the_decoder(triton_server, small_sam):
+def _decode_directly(url: str, key: str, embedding: np.ndarray | None = None, model_id: str | None = None):
+    """sam_decoder called as the gateway calls it, one click at (10, 12)."""
     import tritonclient.grpc as tc
 
     from samserve.contract import model_id_tensor
 
-    c = tc.InferenceServerClient(triton_server.grpc_url)
-    inputs = []
     arrays = {
-        "point_coords": np.zeros((1, 1, 2, 2), np.float32),
+        "point_coords": np.array([[[[10, 12], [0, 0]]]], np.float32),
         "point_labels": np.array([[[1, -1]]], np.float32),
         "mask_input": np.zeros((1, 1, 1, 64, 64), np.float32),
         "has_mask_input": np.zeros((1, 1), np.float32),
-        "embedding_key": model_id_tensor(cache_key("vit_h-0123456789abcdef-cpu-fp32", "1", "ab" * 32)),
+        "embedding_key": model_id_tensor(key),
     }
+    if embedding is not None:
+        arrays["image_embeddings"] = embedding.astype(np.float16)
+    if model_id is not None:
+        arrays["model_id"] = model_id_tensor(model_id)
+    inputs = []
     for name, arr in arrays.items():
-        t = tc.InferInput(name, list(arr.shape), "BYTES" if arr.dtype == object else "FP32")
+        kind = {np.dtype(object): "BYTES", np.dtype(np.float16): "FP16"}.get(arr.dtype, "FP32")
+        t = tc.InferInput(name, list(arr.shape), kind)
         t.set_data_from_numpy(arr)
         inputs.append(t)
+    result = tc.InferenceServerClient(url).infer("sam_decoder", inputs)
+    return result.as_numpy("low_res_masks")
+
+
+def test_a_key_of_another_model_is_refused_by_the_decoder(triton_server):
+    import tritonclient.grpc as tc
+
     with pytest.raises(tc.InferenceServerException, match="names an embedding of another model"):
-        c.infer("sam_decoder", inputs)
+        _decode_directly(triton_server.grpc_url, cache_key("vit_h-0123456789abcdef-cpu-fp32", "1", "ab" * 32))
+
+
+def test_an_embedding_sent_is_the_one_used_and_replaces_the_one_held(triton_server, served_model_id):
+    """Whoever sends a key with an embedding never gets another embedding held under that key,
+    and the key alone then means the embedding sent last."""
+    key = cache_key(served_model_id, PREPROCESS_VERSION, "cd" * 32)
+    rng = np.random.default_rng(3)
+    a, b = (rng.normal(0, 1, (1, 256, 16, 16)).astype(np.float32) for _ in range(2))
+    url = triton_server.grpc_url
+    with_a = _decode_directly(url, key, a, served_model_id)
+    with_b = _decode_directly(url, key, b, served_model_id)
+    assert not np.allclose(with_a, with_b)
+    np.testing.assert_array_equal(_decode_directly(url, key, b, served_model_id), with_b)
+    np.testing.assert_array_equal(_decode_directly(url, key, None, served_model_id), with_b)  # the key alone

@@ -74,11 +74,10 @@ def _parse(request, emb_size, model_id, channels=256, resident=None, dtype=np.fl
             f"mask_input {mask.shape} (expected (1, {b}, 1, {low}, {low})), has_mask_input {has.shape}"
         )
     if keep is not None and resident is not None:
-        held = resident.get(keep)  # the same key: the same model, image and preprocessing
-        if held is None:
-            held = np.array(emb, dtype=dtype)  # a copy: the request's tensors go with it
-            resident.put(keep, held)
-        emb = held
+        # what is sent is used, and replaces what was held under the key: a held copy never
+        # overrides the caller's embedding (a copy: the request's tensors go with it)
+        emb = np.array(emb, dtype=dtype)
+        resident.put(keep, emb)
     return DecoderRequest(emb, coords[0], labels[0], mask[0], has[0])
 
 

@@ -409,7 +409,11 @@ class SamEngine:
         except EmbeddingNotResident:
             self._resident.pop(key, None)
             decoded = await run_all((await self.embedding_by_id(image_id, model_name)).embedding)
-        self._held(key, entry)
+        # the decoder holds it as float32 on the CPU target (twice the float16 sent): believed
+        # only when its budget can hold it (none when the budget is 0)
+        held_bytes = 0 if entry.embedding is None else 4 * entry.embedding.size
+        if model.resident_bytes > 0 and held_bytes <= model.resident_bytes:
+            self._held(key, entry)
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
         selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for batch, (low_res, iou) in zip(batches, decoded, strict=True):

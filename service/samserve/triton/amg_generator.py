@@ -35,6 +35,9 @@ from samserve.core.rle import counts_to_mask, mask_to_counts
 
 # (1, 3, S, S) float32 -> (1, C, S/16, S/16) float16 (C: 256, SAM 2's packed 1024)
 Encode = Callable[[np.ndarray], np.ndarray]
+# SAM2AutomaticMaskGenerator builds its predictor without its mask_threshold: the predictor fills
+# holes and sprinkles at its default, 0.0, whatever the generator's threshold
+PREDICTOR_THRESHOLD = 0.0
 # upsampled float32 logits held at once: chunks of masks are sized to stay under this
 UPSAMPLE_PIXELS = 16 * 1024 * 1024
 
@@ -254,8 +257,8 @@ class AutomaticMaskGenerator:
     ) -> AmgMasks:
         if self.sam2:
             thr = opts.mask_threshold
-            if opts.min_mask_region_area > 0:
-                low_res = fill_holes_and_sprinkles(low_res, opts.min_mask_region_area, thr)
+            if opts.min_mask_region_area > 0:  # the generator's predictor fills at its own threshold, 0
+                low_res = fill_holes_and_sprinkles(low_res, opts.min_mask_region_area, PREDICTOR_THRESHOLD)
             logits = postprocess_sam2_masks(low_res[None], crop_size)[0]
         else:
             thr = self.model.mask_threshold
