@@ -150,7 +150,9 @@ class EmbeddingStore:
             if entry is not None:
                 return entry
             if self.cache is None or not await self.cache.exists(lock_key(key)):
-                return None
+                # the holder may have written the entry and let the lock go since the read above
+                # (it writes, then releases): read once more before running the encoder again
+                return None if self.cache is None else await self._lookup(key, model)
         return None
 
     async def _lead(
