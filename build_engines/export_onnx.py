@@ -101,42 +101,58 @@ class SamDecoderNoMaskOnnx(SamDecoderOnnx):
         return self._predict_masks(image_embeddings, sparse, dense)
 
 
-NOMASK_AXES = {
+DECODER_AXES = {
+    "image_embeddings": {0: "images"},  # 1 (broadcast over the prompts) or one per prompt
     "point_coords": {0: "prompts", 1: "points"},
     "point_labels": {0: "prompts", 1: "points"},
+    "mask_input": {0: "prompts"},
+    "has_mask_input": {0: "prompts"},
     "low_res_masks": {0: "prompts"},
     "iou_predictions": {0: "prompts"},
 }
+# the no-mask network: one image embedding (batch 1), no mask inputs
+NOMASK_AXES = {k: v for k, v in DECODER_AXES.items() if k not in ("image_embeddings", "mask_input", "has_mask_input")}
 
 
-def export_nomask(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> Path:
-    """A no-mask decoder network (one image embedding, batch 1; prompts dynamic)."""
-    torch.onnx.export(
-        module.eval(),
-        (example[0][:1], example[1], example[2]),
-        str(path),
-        input_names=list(contract.DECODER_NOMASK_INPUTS),
-        output_names=DECODER_OUTPUTS,
-        dynamic_axes=NOMASK_AXES,
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-    log.info("exported the no-mask decoder to %s", path)
-    return path
-
-
-def decoder_example_inputs(sam: Sam, num_prompts: int = 2, num_points: int = 3) -> tuple[torch.Tensor, ...]:
-    s = sam.image_encoder.img_size
-    e = s // 16
+def decoder_example_inputs(
+    img_size: int, channels: int = 256, num_prompts: int = 2, num_points: int = 3
+) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs of a decoder network (channels: of the embedding; SAM 2's packed 1024)."""
+    e = img_size // 16
     g = torch.Generator().manual_seed(0)
     return (
-        torch.randn(num_prompts, 256, e, e, generator=g),
-        torch.rand(num_prompts, num_points, 2, generator=g) * s,
+        torch.randn(num_prompts, channels, e, e, generator=g),
+        torch.rand(num_prompts, num_points, 2, generator=g) * img_size,
         torch.randint(-1, 4, (num_prompts, num_points), generator=g).float(),
         torch.randn(num_prompts, 1, 4 * e, 4 * e, generator=g),
         torch.ones(num_prompts),
     )
+
+
+def _export(module: torch.nn.Module, example: tuple, path: Path, inputs, axes: dict) -> None:
+    torch.onnx.export(
+        module.eval(),
+        example,
+        str(path),
+        input_names=list(inputs),
+        output_names=DECODER_OUTPUTS,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+@torch.no_grad()
+def export_decoders(full: torch.nn.Module, nomask: torch.nn.Module, example: tuple, path: Path) -> Path:
+    """A family's decoder networks: `full` to `path` (model.onnx), `nomask` (prompts without a
+    mask input, one image) beside it as DECODER_NOMASK_FILE."""
+    _export(full, example, path, DECODER_INPUTS, DECODER_AXES)
+    log.info("exported decoder to %s", path)
+    nomask_path = path.with_name(contract.DECODER_NOMASK_FILE)
+    _export(nomask, (example[0][:1], example[1], example[2]), nomask_path, contract.DECODER_NOMASK_INPUTS, NOMASK_AXES)
+    log.info("exported the no-mask decoder to %s", nomask_path)
+    return path
 
 
 @contextlib.contextmanager
@@ -186,27 +202,6 @@ def _export_encoder(sam: Sam, path: Path, s: int) -> None:
     )
 
 
-@torch.no_grad()
 def export_decoder(sam: Sam, path: Path) -> Path:
-    torch.onnx.export(
-        SamDecoderOnnx(sam).eval(),
-        decoder_example_inputs(sam),
-        str(path),
-        input_names=DECODER_INPUTS,
-        output_names=DECODER_OUTPUTS,
-        dynamic_axes={
-            "image_embeddings": {0: "images"},  # 1 (broadcast over the prompts) or one per prompt
-            "point_coords": {0: "prompts", 1: "points"},
-            "point_labels": {0: "prompts", 1: "points"},
-            "mask_input": {0: "prompts"},
-            "has_mask_input": {0: "prompts"},
-            "low_res_masks": {0: "prompts"},
-            "iou_predictions": {0: "prompts"},
-        },
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-    log.info("exported decoder to %s", path)
-    export_nomask(SamDecoderNoMaskOnnx(sam), decoder_example_inputs(sam), path.with_name(contract.DECODER_NOMASK_FILE))
-    return path
+    example = decoder_example_inputs(sam.image_encoder.img_size)
+    return export_decoders(SamDecoderOnnx(sam), SamDecoderNoMaskOnnx(sam), example, path)

@@ -177,43 +177,8 @@ def export_sam2_encoder(model, path: Path) -> Path:
     return path
 
 
-def sam2_decoder_example_inputs(model, num_prompts: int = 2, num_points: int = 3) -> tuple[torch.Tensor, ...]:
-    s = int(model.image_size)
-    e = s // 16
-    g = torch.Generator().manual_seed(0)
-    return (
-        torch.randn(num_prompts, contract.SAM2_EMBEDDING_CHANNELS, e, e, generator=g),
-        torch.rand(num_prompts, num_points, 2, generator=g) * s,
-        torch.randint(-1, 4, (num_prompts, num_points), generator=g).float(),
-        torch.randn(num_prompts, 1, 4 * e, 4 * e, generator=g),
-        torch.ones(num_prompts),
-    )
-
-
-@torch.no_grad()
 def export_sam2_decoder(model, path: Path) -> Path:
-    torch.onnx.export(
-        Sam2DecoderOnnx(model).eval(),
-        sam2_decoder_example_inputs(model),
-        str(path),
-        input_names=list(contract.DECODER_INPUTS),
-        output_names=list(contract.DECODER_OUTPUTS),
-        dynamic_axes={
-            "image_embeddings": {0: "images"},  # 1 (broadcast over the prompts) or one per prompt
-            "point_coords": {0: "prompts", 1: "points"},
-            "point_labels": {0: "prompts", 1: "points"},
-            "mask_input": {0: "prompts"},
-            "has_mask_input": {0: "prompts"},
-            "low_res_masks": {0: "prompts"},
-            "iou_predictions": {0: "prompts"},
-        },
-        opset_version=OPSET,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-    log.info("exported SAM 2 decoder to %s", path)
-    from build_engines.export_onnx import export_nomask
+    from build_engines.export_onnx import decoder_example_inputs, export_decoders
 
-    nomask = path.with_name(contract.DECODER_NOMASK_FILE)
-    export_nomask(Sam2DecoderNoMaskOnnx(model), sam2_decoder_example_inputs(model), nomask)
-    return path
+    example = decoder_example_inputs(int(model.image_size), contract.SAM2_EMBEDDING_CHANNELS)
+    return export_decoders(Sam2DecoderOnnx(model), Sam2DecoderNoMaskOnnx(model), example, path)
