@@ -35,10 +35,28 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _nomask_session(decoder_path: Path) -> ort.InferenceSession:
+def _decoder_outputs(decoder_path: Path, sess, feed: dict, embedding: np.ndarray, nomask: bool) -> list:
+    """[(masks, iou)] of the full network on `feed`, and for prompts without a mask input also
+    of the no-mask network beside it, on the single `embedding`."""
     from samserve.contract import DECODER_NOMASK_FILE
 
-    return _session(Path(decoder_path).with_name(DECODER_NOMASK_FILE))
+    outputs = [sess.run(None, feed)]
+    if nomask:
+        plain = {
+            "image_embeddings": embedding,
+            "point_coords": feed["point_coords"],
+            "point_labels": feed["point_labels"],
+        }
+        outputs.append(_session(Path(decoder_path).with_name(DECODER_NOMASK_FILE)).run(None, plain))
+    return outputs
+
+
+def _worst(ref_masks, ref_iou, outputs: list, worst_masks: float, worst_iou: float) -> tuple[float, float]:
+    """The largest |network - reference| so far, of masks and of IoU predictions."""
+    for masks, iou in outputs:
+        worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - masks).max()))
+        worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - iou).max()))
+    return worst_masks, worst_iou
 
 
 def _check(name: str, diff: float, tol: float) -> None:
@@ -102,25 +120,11 @@ def verify_decoder(sam: Sam, onnx_path: Path, tol: float = 1e-3) -> tuple[float,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
-        got_masks, got_iou = sess.run(
-            None,
-            {
-                # one row per prompt, then one embedding broadcast over the prompts
-                "image_embeddings": (emb if k else emb.expand(b, -1, -1, -1)).numpy(),
-                "point_coords": oc.numpy(),
-                "point_labels": ol.numpy(),
-                "mask_input": om.numpy(),
-                "has_mask_input": oh.numpy(),
-            },
-        )
-        worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
-        worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
-        if masks is None:  # the no-mask network too, one embedding for all the prompts
-            got_masks, got_iou = _nomask_session(onnx_path).run(
-                None, {"image_embeddings": emb.numpy(), "point_coords": oc.numpy(), "point_labels": ol.numpy()}
-            )
-            worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
-            worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
+        rows = emb if k else emb.expand(b, -1, -1, -1)  # one a prompt, then one broadcast
+        feed = {"image_embeddings": rows.numpy(), "point_coords": oc.numpy(), "point_labels": ol.numpy()}
+        feed.update({"mask_input": om.numpy(), "has_mask_input": oh.numpy()})
+        outputs = _decoder_outputs(onnx_path, sess, feed, emb.numpy(), masks is None)
+        worst_masks, worst_iou = _worst(ref_masks, ref_iou, outputs, worst_masks, worst_iou)
     _check("decoder low_res_masks", worst_masks, tol)
     _check("decoder iou_predictions", worst_iou, tol)
     return worst_masks, worst_iou
@@ -208,14 +212,8 @@ def verify_sam2_decoder(model, onnx_path: Path, tol: float = 1e-3) -> tuple[floa
         rows = packed if k else packed.expand(b, -1, -1, -1)  # one a prompt, then one broadcast
         feed = {"image_embeddings": rows.numpy(), "point_coords": oc.numpy()}
         feed.update({"point_labels": ol.numpy(), "mask_input": om.numpy(), "has_mask_input": oh.numpy()})
-        got_masks, got_iou = sess.run(None, feed)
-        worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
-        worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
-        if masks is None:  # the no-mask network too, one embedding for all the prompts
-            nomask = {k: feed[k] for k in ("point_coords", "point_labels")}
-            got_masks, got_iou = _nomask_session(onnx_path).run(None, {"image_embeddings": packed.numpy(), **nomask})
-            worst_masks = max(worst_masks, float(np.abs(ref_masks.numpy() - got_masks).max()))
-            worst_iou = max(worst_iou, float(np.abs(ref_iou.numpy() - got_iou).max()))
+        outputs = _decoder_outputs(onnx_path, sess, feed, packed.numpy(), masks is None)
+        worst_masks, worst_iou = _worst(ref_masks, ref_iou, outputs, worst_masks, worst_iou)
     _check("SAM 2 decoder low_res_masks", worst_masks, tol)
     _check("SAM 2 decoder iou_predictions", worst_iou, tol)
     return worst_masks, worst_iou
