@@ -11,6 +11,7 @@ import torch
 
 from samserve.client import PromptSpec
 from samserve.devtools.sample_images import encode, synthetic_image
+from tests.fidelity.conftest import predictors_by_shape, serving
 from tests.fidelity.test_amg_parity import LOW, match
 from tests.fidelity.test_predictor_parity import (
     assert_reference_masks_nontrivial,
@@ -25,23 +26,12 @@ SHAPES = {"portrait": (640, 427), "elongated": (333, 1500)}
 @pytest.fixture(scope="module")
 def mobile_sam_stack(redis_server, cache_dir, tmp_path_factory):
     from build_engines.models import build_mobile_sam, load_checkpoint
-    from build_engines.repository import write_cpu_repository
-    from samserve.client import SamClient
-    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
-    from samserve.devtools.local_servers import start_triton
 
     work = tmp_path_factory.mktemp("mobile_sam")
     torch.save(build_mobile_sam(seed=3).sam.state_dict(), work / "mobile_sam.pt")  # the checkpoint's layout
     loaded = load_checkpoint(work / "mobile_sam.pt", "vit_t")
-    repo = write_cpu_repository(loaded, work / "repo")
-    triton = start_triton(repo, work / "triton.log", cache_dir)
-    gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url))
-    try:
-        with SamClient(gw.target, timeout_s=300) as client:
-            yield loaded, client
-    finally:
-        gw.stop()
-        triton.stop()
+    with serving(loaded, work, redis_server.url, cache_dir) as client:
+        yield loaded, client
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +39,7 @@ def predictors(mobile_sam_stack):
     from mobile_sam import SamPredictor
 
     loaded, _ = mobile_sam_stack
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            h, w = SHAPES[name]
-            img = synthetic_image(h, w, seed=60 + list(SHAPES).index(name))
-            p = SamPredictor(loaded.sam)
-            with torch.no_grad():
-                p.set_image(img)
-            cache[name] = (p, encode(img))
-        return cache[name]
-
-    return get
+    return predictors_by_shape(lambda: SamPredictor(loaded.sam), SHAPES, 60)
 
 
 def test_the_served_model_says_it_is_mobile_sam(mobile_sam_stack):

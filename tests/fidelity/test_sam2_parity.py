@@ -14,6 +14,7 @@ import torch
 
 from samserve.client import PromptSpec
 from samserve.devtools.sample_images import encode, synthetic_image
+from tests.fidelity.conftest import predictors_by_shape, serving
 from tests.fidelity.test_amg_parity import LOW, match
 from tests.fidelity.test_predictor_parity import assert_reference_masks_nontrivial, compare, prompt_kinds, reference
 
@@ -23,24 +24,13 @@ SHAPES = {"portrait": (640, 427), "landscape": (300, 520), "square": (256, 256),
 @pytest.fixture(scope="module")
 def sam2_stack(redis_server, cache_dir, tmp_path_factory):
     from build_engines.models import load_checkpoint
-    from build_engines.repository import write_cpu_repository
     from build_engines.sam2_models import build_sam2_model, save_sam2_checkpoint
-    from samserve.client import SamClient
-    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
-    from samserve.devtools.local_servers import start_triton
 
     work = tmp_path_factory.mktemp("sam2")
     path = save_sam2_checkpoint(build_sam2_model("sam2.1_scaled", seed=5), work / "sam2.1_scaled.pt")
     loaded = load_checkpoint(path, "sam2.1_scaled")
-    repo = write_cpu_repository(loaded, work / "repo")
-    triton = start_triton(repo, work / "triton.log", cache_dir)
-    gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url))
-    try:
-        with SamClient(gw.target, timeout_s=300) as client:
-            yield loaded, client
-    finally:
-        gw.stop()
-        triton.stop()
+    with serving(loaded, work, redis_server.url, cache_dir) as client:
+        yield loaded, client
 
 
 def sam2_predictor(model):
@@ -56,19 +46,7 @@ def sam2_predictor(model):
 @pytest.fixture(scope="module")
 def predictors(sam2_stack):
     loaded, _ = sam2_stack
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            h, w = SHAPES[name]
-            img = synthetic_image(h, w, seed=80 + list(SHAPES).index(name))
-            p = sam2_predictor(loaded.sam)
-            with torch.no_grad():
-                p.set_image(img)
-            cache[name] = (p, encode(img))
-        return cache[name]
-
-    return get
+    return predictors_by_shape(lambda: sam2_predictor(loaded.sam), SHAPES, 80)
 
 
 def test_the_served_model_says_it_is_sam2(sam2_stack):
