@@ -146,6 +146,11 @@ def _amg_request(
         model=model,
         polygon_tolerance=polygon_tolerance,
     )
+    return with_image_source(req, image, image_id)
+
+
+def with_image_source(req, image: bytes | None, image_id: str | None):
+    """`req` (SegmentRequest, GenerateMasksRequest) with its image_source: the bytes, or else the id."""
     if image is not None:
         req.image = image
     else:
@@ -249,10 +254,7 @@ class SamClient:
             polygon_tolerance=polygon_tolerance,
             keep_low_res_logits=keep_low_res_logits,
         )
-        if image is not None:
-            req.image = image
-        else:
-            req.image_id = image_id or ""
+        with_image_source(req, image, image_id)
         return segmentation_from_pb(self.stub.Segment(req, timeout=self.timeout_s, metadata=self.metadata))
 
     def generate_masks_pb(
