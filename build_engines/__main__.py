@@ -3,6 +3,8 @@ python -m build_engines --out DIR [--target cpu|gpu] --model NAME=CHECKPOINT[:TY
 
 Several models (--model, repeated, or a models file: one NAME=CHECKPOINT[:TYPE] a line) go into
 one repository, each model's Triton models under "<NAME>__"; the first is the default.
+--keyed-out DIR writes DIR/models-<digest of the inputs> instead of --out (deployments: with
+--if-stale, a checkpoint replaced in place is another digest, so it is built anew).
 
 cpu: ONNX models served by ONNX Runtime in python-backend models (runs anywhere).
 gpu: TensorRT FP16 plans (needs an NVIDIA GPU and the tensorrt package; see gpu_repository.py).
@@ -15,14 +17,25 @@ import logging
 from pathlib import Path
 
 from build_engines.models import build_small_sam, load_checkpoint
+from build_engines.output_dir import inputs_sha256, locked
 from build_engines.repository import is_current, write_cpu_repositories
 from build_engines.tensorrt_engines import DEFAULT_FP32_LAYER_TYPES, EngineLimits
 from samserve.contract import MODEL_TYPES, REPOSITORY_LAYOUT, parse_model_spec, read_models_file
 
+log = logging.getLogger("build_engines")
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m build_engines", description=__doc__)
-    p.add_argument("--out", type=Path, required=True, help="model repository to write")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="model repository to write")
+    out.add_argument(
+        "--keyed-out",
+        type=Path,
+        metavar="DIR",
+        help="write the repository to DIR/models-<digest of the build's inputs, checkpoints' bytes included>",
+    )
+    p.add_argument("--path-file", type=Path, help="write the repository's path here when it is ready (deployments)")
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--checkpoint", type=Path, help="SAM checkpoint (.pth); omit for a small model with random weights")
     p.add_argument("--model-type", choices=MODEL_TYPES, default="vit_b")
@@ -40,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--if-stale",
         action="store_true",
-        help="build only when --out holds no finished repository of this version's layout (deployments)",
+        help="build only when the output holds no finished repository of this version's layout built from the "
+        "same inputs (checkpoints' sha256, target, options); deployments",
     )
     gpu = p.add_argument_group("gpu target")
     gpu.add_argument("--encoder-max-batch", type=int, default=EngineLimits.encoder_max_batch)
@@ -53,26 +67,47 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.if_stale and is_current(args.out):
-        logging.getLogger("build_engines").info("%s is current (layout %d): not rebuilt", args.out, REPOSITORY_LAYOUT)
-        return
     specs = [*(args.models or []), *(read_models_file(args.models_file) if args.models_file else [])]
     if specs and args.checkpoint:
         p.error("--checkpoint serves one model; with --model / --models-file name each model's checkpoint there")
     if specs:
-        models = [(name, load_checkpoint(path, t)) for name, path, t in (parse_model_spec(s) for s in specs)]
+        checkpoints = [parse_model_spec(s) for s in specs]
     elif args.checkpoint:
-        models = [(None, load_checkpoint(args.checkpoint, args.model_type))]
+        checkpoints = [(None, args.checkpoint, args.model_type)]
     else:
+        checkpoints = [(None, None, "small")]
+    options = {"tolerance": args.tolerance}
+    if not specs and not args.checkpoint:
+        options |= {"small_img_size": args.small_img_size, "seed": args.seed}
+    if args.target == "gpu":
+        options |= {
+            "limits": [args.encoder_max_batch, args.decoder_max_prompts, args.decoder_max_points],
+            "fp32_layers": args.fp32_layers,
+        }
+    inputs = inputs_sha256(checkpoints, args.target, options)
+    out = args.out or args.keyed_out / f"models-{inputs[:16]}"
+    with locked(out):  # another builder of `out` on this node finishes first; then it may be current
+        if args.if_stale and is_current(out, inputs):
+            log.info("%s is current (layout %d, inputs %s): not rebuilt", out, REPOSITORY_LAYOUT, inputs[:16])
+        else:
+            _build(args, checkpoints, out, inputs)
+    if args.path_file:
+        args.path_file.write_text(f"{out}\n")
+
+
+def _build(args, checkpoints, out: Path, inputs: str) -> None:
+    if checkpoints[0][1] is None:
         models = [(None, build_small_sam(img_size=args.small_img_size, seed=args.seed))]
+    else:
+        models = [(name, load_checkpoint(path, t)) for name, path, t in checkpoints]
     if args.target == "gpu":
         from build_engines.gpu_repository import write_gpu_repositories
 
         limits = EngineLimits(args.encoder_max_batch, args.decoder_max_prompts, args.decoder_max_points)
         fp32 = tuple(t.strip().upper() for t in args.fp32_layers.split(",") if t.strip())
-        write_gpu_repositories(models, args.out, limits, args.tolerance, fp32)
+        write_gpu_repositories(models, out, limits, args.tolerance, fp32, inputs)
     else:
-        write_cpu_repositories(models, args.out, args.tolerance)
+        write_cpu_repositories(models, out, args.tolerance, inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from build_engines.models import LoadedSam
+from build_engines.output_dir import partial_dir, replace_dir
 from build_engines.repository import (
     BUILD_INFO,
     CHECKED_IN,
+    build_info,
     embedding_dims,
     model_info,
     model_parameters,
@@ -52,7 +54,6 @@ from samserve.contract import (
     ENCODER,
     ENCODER_CORE,
     MAX_PROMPTS_PER_RUN,
-    REPOSITORY_LAYOUT,
     model_prefix,
     served_model_id,
 )
@@ -231,6 +232,7 @@ def write_gpu_repositories(
     limits: EngineLimits | None = None,
     tolerance: float = 1e-3,
     fp32_layer_types: tuple[str, ...] = DEFAULT_FP32_LAYER_TYPES,
+    inputs: str | None = None,
 ) -> Path:
     """For each model (under "<name>__" when several; the first the default): exports and
     verifies ONNX (as for the CPU target), builds the plans (reusing those of a previous build of
@@ -243,8 +245,7 @@ def write_gpu_repositories(
 
     limits = limits or EngineLimits()
     check_model_names([n for n, _ in models])
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_dir(out)
     timing_cache = out.with_name(out.name + ".timing-cache")
     infos = {}
     for i, (name, loaded) in enumerate(models):
@@ -291,10 +292,8 @@ def write_gpu_repositories(
             "engines": {core: json.loads(m.to_json()) for core, m in metas.items()},
             "engine_accuracy": asdict(accuracy),
         }
-    info = {"repository_layout": REPOSITORY_LAYOUT, "target": "gpu", "limits": asdict(limits)}
-    info.update(infos[None] if list(infos) == [None] else {"models": infos})
+    info = build_info("gpu", infos, inputs, limits=asdict(limits))
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    replace_dir(tmp, out)
     log.info("wrote GPU model repository for %s to %s", ", ".join(m.model_id for _, m in models), out)
     return out

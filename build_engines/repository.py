@@ -18,6 +18,7 @@ import numpy as np
 
 from build_engines.export_onnx import export_decoder, export_encoder
 from build_engines.models import LoadedSam
+from build_engines.output_dir import partial_dir, replace_dir
 from build_engines.verify import verify
 from samserve.contract import (
     AMG,
@@ -28,6 +29,7 @@ from samserve.contract import (
     ENCODER,
     FAMILIES,
     INTRA_OP_THREADS,
+    LAYOUT_PARAMETER,
     MODEL_NAME_PATTERN,
     REPOSITORY_LAYOUT,
     RESIDENT_BYTES,
@@ -97,6 +99,7 @@ def model_parameters(
         **info.to_parameters(),
         INTRA_OP_THREADS: str(intra_op_threads),
         RESIDENT_BYTES: str(DEFAULT_RESIDENT_BYTES),
+        LAYOUT_PARAMETER: str(REPOSITORY_LAYOUT),
     }
 
 
@@ -131,9 +134,18 @@ def built_layout(out: Path) -> int | None:
         return None
 
 
-def is_current(out: Path) -> bool:
-    """A finished repository of this version's layout (any target) is at `out`."""
-    return built_layout(out) == REPOSITORY_LAYOUT
+def built_inputs(out: Path) -> str | None:
+    """The inputs digest (output_dir.inputs_sha256) `out` was built from (None: none recorded)."""
+    try:
+        return json.loads((out / BUILD_INFO).read_text()).get("inputs_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def is_current(out: Path, inputs: str | None = None) -> bool:
+    """A finished repository of this version's layout (any target) is at `out`, and, when
+    `inputs` is given, built from those inputs (output_dir.inputs_sha256)."""
+    return built_layout(out) == REPOSITORY_LAYOUT and (inputs is None or built_inputs(out) == inputs)
 
 
 def is_complete(out: Path) -> bool:
@@ -160,15 +172,26 @@ def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, 
     return write_cpu_repositories([(None, loaded)], out, tolerance, intra_op_threads)
 
 
+def build_info(target: str, infos: dict, inputs: str | None, **extra) -> dict:
+    """BUILD_INFO's content: the layout, the target, the inputs digest, and each model's facts
+    (at the top for a repository of one model, under "models" for several)."""
+    info = {**(infos[None] if list(infos) == [None] else {"models": infos}), "target": target, **extra}
+    return {**info, "repository_layout": REPOSITORY_LAYOUT, "inputs_sha256": inputs}
+
+
 def write_cpu_repositories(
-    models: list[tuple[str | None, LoadedSam]], out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0
+    models: list[tuple[str | None, LoadedSam]],
+    out: Path,
+    tolerance: float = 1e-3,
+    intra_op_threads: int = 0,
+    inputs: str | None = None,
 ) -> Path:
     """One repository serving several models: each model's set under "<name>__" (None: one
-    model, bare names); the first is the default. Each is exported and verified."""
+    model, bare names); the first is the default. Each is exported and verified. `inputs`: the
+    build's inputs digest, recorded for --if-stale."""
     names = [n for n, _ in models]
     check_model_names(names)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_dir(out)
     infos = {}
     for i, (name, loaded) in enumerate(models):
         prefix = model_prefix(name)
@@ -183,10 +206,8 @@ def write_cpu_repositories(
         encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
         report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
         infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
-    info = {"repository_layout": REPOSITORY_LAYOUT, "target": "cpu", "tolerance": tolerance}
-    info.update(infos[None] if names == [None] else {"models": infos})
+    info = build_info("cpu", infos, inputs, tolerance=tolerance)
     (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # a half-written repository is never left under the final name
+    replace_dir(tmp, out)  # a half-written repository is never left under the final name
     log.info("wrote CPU model repository for %s to %s", ", ".join(loaded.model_id for _, loaded in models), out)
     return out

@@ -4,6 +4,7 @@ random weights (a fixed seed), optionally scaled down by hydra overrides, for de
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from build_engines import torchvision_compat
@@ -39,6 +40,34 @@ SCALED_OVERRIDES = (
     "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
 )
 
+# What a checkpoint's stored overrides may set: the sizes SCALED_OVERRIDES sets, to an integer or a
+# flat list of integers. Hydra instantiates whatever a config names (`_target_`) and resolves
+# interpolations (`${...}`), so a file's overrides go through nothing else: weights_only=True
+# would mean nothing if the file could name a callable for Hydra to call.
+ALLOWED_OVERRIDE_KEYS = frozenset(o.removeprefix("++").split("=", 1)[0] for o in SCALED_OVERRIDES)
+_OVERRIDE = re.compile(r"\+\+(?P<key>[a-z0-9_.]+)=(?P<value>-?[0-9]{1,6}|\[-?[0-9]{1,6}(?:,-?[0-9]{1,6}){0,15}\])")
+
+
+def checked_overrides(stored: object, path: Path) -> list[str]:
+    """A checkpoint's stored overrides, each `++KEY=VALUE` with KEY one of ALLOWED_OVERRIDE_KEYS and
+    VALUE an integer or a flat list of integers; ValueError naming the first that is not."""
+    if not isinstance(stored, (list, tuple)) or len(stored) > len(ALLOWED_OVERRIDE_KEYS):
+        raise ValueError(
+            f"{path}: {OVERRIDES_KEY} must be a list of at most {len(ALLOWED_OVERRIDE_KEYS)} overrides, "
+            f"got {type(stored).__name__}"
+        )
+    checked = []
+    for i, item in enumerate(stored):
+        match = _OVERRIDE.fullmatch(item) if isinstance(item, str) else None
+        if match is None or match["key"] not in ALLOWED_OVERRIDE_KEYS:
+            shown = repr(item)[:120]
+            raise ValueError(
+                f"{path}: {OVERRIDES_KEY}[{i}] = {shown} is refused: an override is ++KEY=VALUE with KEY one of "
+                f"{', '.join(sorted(ALLOWED_OVERRIDE_KEYS))} and VALUE an integer or a list of integers"
+            )
+        checked.append(item)
+    return checked
+
 
 def is_sam2(model_type: str) -> bool:
     return FAMILIES.get(model_type) == SAM2
@@ -61,7 +90,7 @@ def load_sam2_checkpoint(path: str | Path, model_type: str) -> LoadedSam:
     overrides: list[str] = []
     if model_type == "sam2.1_scaled":
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        overrides = [str(o) for o in saved.get(OVERRIDES_KEY, SCALED_OVERRIDES)]
+        overrides = checked_overrides(saved.get(OVERRIDES_KEY, list(SCALED_OVERRIDES)), path)
     try:
         model = build_sam2(config, str(path), device="cpu", mode="eval", hydra_overrides_extra=overrides)
     except RuntimeError as exc:  # load_state_dict's missing / unexpected keys

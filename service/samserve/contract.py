@@ -147,9 +147,27 @@ SERVED_FAMILIES = (*SAM_PIPELINE_FAMILIES, SAM2)
 SAM2_EMBEDDING_CHANNELS = 1024
 # Bumped whenever a repository's models change what they take or return (2: the encoder returns
 # model_id, the decoder and AMG take it; GPU sam_encoder is an adapter over sam_encoder_trt; 3:
-# the decoder keeps embeddings by key and takes one embedding for all its prompts): a
-# repository built for another layout is rebuilt, never served to a gateway that expects this one.
-REPOSITORY_LAYOUT = 3
+# the decoder keeps embeddings by key and takes one embedding for all its prompts; 4: every config
+# states its layout, LAYOUT_PARAMETER): a repository built for another layout is rebuilt, never
+# served to a gateway that expects this one, and a gateway refuses to serve one (NOT_SERVING,
+# saying which layouts differ) rather than send tensors its models do not take.
+REPOSITORY_LAYOUT = 4
+LAYOUT_PARAMETER = "repository_layout"
+
+
+def layout_mismatch(params: dict[str, str], model: str) -> str | None:
+    """Why a Triton model of another repository layout cannot be served by this version (None
+    when it is of this layout)."""
+    found = params.get(LAYOUT_PARAMETER)
+    if found == str(REPOSITORY_LAYOUT):
+        return None
+    what = f"layout {found}" if found else "layout 3 or older (its config states none)"
+    return (
+        f"Triton's {model} is of model repository {what}; this gateway speaks layout {REPOSITORY_LAYOUT}: "
+        "rebuild the repository with this version (python -m build_engines --if-stale) or run the gateway "
+        "of the repository's version"
+    )
+
 
 # -- model-config parameters ---------------------------------------------------------------
 REQUIRED = ("model_id", "img_size", "pixel_mean", "pixel_std")

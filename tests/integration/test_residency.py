@@ -53,7 +53,7 @@ def test_a_key_the_decoder_does_not_hold_is_sent_again_with_its_embedding(client
 
 
 async def _believe(engine, key, entry):
-    engine._held(key, entry)
+    engine.resident.held(await engine.model(), key, entry)
 
 
 def _decode_directly(url: str, key: str, embedding: np.ndarray | None = None, model_id: str | None = None):

@@ -119,3 +119,40 @@ def test_checkpoint_names_give_their_types():
     assert parse_model_spec("big=/m/sam2.1_hiera_large.pt")[2] == "sam2.1_hiera_l"
     assert parse_model_spec("bp=/m/sam2_hiera_base_plus.pt")[2] == "sam2_hiera_b+"
     assert parse_model_spec("t=/m/x.pt:sam2.1_hiera_t")[2] == "sam2.1_hiera_t"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "++model._target_=os.system",  # a callable for Hydra to instantiate
+        "++model.image_encoder.trunk._target_=builtins.print",
+        "++model.image_encoder.trunk.embed_dim=${oc.env:HOME}",  # an interpolation
+        "++model.image_size='256'",  # a string
+        "++model.image_size=256,++model._target_=x",
+        "model.image_size=256",  # not an addition: another grammar
+        42,  # not a string
+    ],
+    ids=["target", "nested-target", "interpolation", "quoted", "two-in-one", "no-plus", "not-a-string"],
+)
+def test_stored_overrides_outside_the_allow_list_are_refused(tmp_path, override):
+    """A checkpoint's stored Hydra overrides are checked against an allow-list (keys of
+    SCALED_OVERRIDES, integer values) before Hydra sees them: weights_only=True means nothing if
+    the file may name a _target_ for Hydra to call."""
+    from build_engines.sam2_models import OVERRIDES_KEY, SCALED_OVERRIDES, load_sam2_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, OVERRIDES_KEY: [*SCALED_OVERRIDES[:2], override]}, path)
+    with pytest.raises(ValueError, match=rf"{OVERRIDES_KEY}\[2\] = .* is refused"):
+        load_sam2_checkpoint(path, "sam2.1_scaled")
+    torch.save({"model": {}, OVERRIDES_KEY: "++model.image_size=256"}, path)  # not a list
+    with pytest.raises(ValueError, match="must be a list"):
+        load_sam2_checkpoint(path, "sam2.1_scaled")
+
+
+def test_stored_overrides_on_the_allow_list_load(tmp_path):
+    from build_engines.models import state_dict_digest
+    from build_engines.sam2_models import build_sam2_model, load_sam2_checkpoint, save_sam2_checkpoint
+
+    built = build_sam2_model("sam2.1_scaled", seed=1)
+    loaded = load_sam2_checkpoint(save_sam2_checkpoint(built, tmp_path / "s.pt"), "sam2.1_scaled")
+    assert loaded.img_size == 256 and state_dict_digest(loaded.sam) == state_dict_digest(built.sam)

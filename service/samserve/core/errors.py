@@ -34,6 +34,10 @@ class BackendUnavailable(SamServeError):
     """Triton cannot be reached or is not ready."""
 
 
+class CacheUnavailable(BackendUnavailable):
+    """Redis did not answer a read that only it can answer (an image_id, kept logits): retry."""
+
+
 class DeadlineExceeded(SamServeError):
     """The client's deadline passed before the work finished."""
 

@@ -87,11 +87,29 @@ class EmbeddingStore:
         self.metrics = metrics
         self._cpu = cpu
         self._flights: dict[str, _Flight] = {}
+        self._reads: dict[tuple[str, bool], asyncio.Task] = {}  # cache reads in flight
 
-    async def _lookup(self, key: str, model: ModelInfo) -> ImageEmbedding | None:
+    async def _lookup(self, key: str, model: ModelInfo, strict: bool = False) -> ImageEmbedding | None:
+        """The cache's entry under `key`, None when absent (or damaged). Concurrent lookups of one
+        key in this process are one Redis read. strict (an image_id: only the cache has it): a
+        Redis that fails is CacheUnavailable, never an absent key; else it is a miss."""
         if self.cache is None:
             return None
-        value = await self.cache.get(key)
+        read = self._reads.get((key, strict))
+        if read is None:
+            read = asyncio.create_task(self._read(key, model, strict))
+            self._reads[(key, strict)] = read
+            read.add_done_callback(partial(self._read_ended, (key, strict)))
+        return await asyncio.shield(read)  # a waiter that leaves does not end the read for the others
+
+    def _read_ended(self, flight: tuple[str, bool], task: asyncio.Task) -> None:
+        task.cancelled() or task.exception()  # retrieved even when every waiter left
+        if self._reads.get(flight) is task:
+            del self._reads[flight]
+
+    async def _read(self, key: str, model: ModelInfo, strict: bool) -> ImageEmbedding | None:
+        assert self.cache is not None
+        value = await (self.cache.read(key, "the image's embedding") if strict else self.cache.get(key))
         if value is None:
             return None
         try:
@@ -259,7 +277,7 @@ class EmbeddingStore:
     async def by_id(self, image_id: str, model: ModelInfo) -> ImageEmbedding:
         if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):
             raise InvalidInput(f"image_id: {image_id!r} is not a sha256 hex digest (64 lowercase hex characters)")
-        entry = await self._lookup(cache_key(model.model_id, PREPROCESS_VERSION, image_id), model)
+        entry = await self._lookup(cache_key(model.model_id, PREPROCESS_VERSION, image_id), model, strict=True)
         if entry is None:
             self.metrics.cache.labels("miss").inc()
             raise NotFound(

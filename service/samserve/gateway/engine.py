@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ from samserve.core.postprocess import postprocess_masks, postprocess_sam2_masks,
 from samserve.core.preprocess import PREPROCESS_VERSION
 from samserve.core.prompts import Prompt, decoder_batches, validate_prompts
 from samserve.gateway.backends.redis_cache import RedisCache
-from samserve.gateway.backends.triton import EmbeddingNotResident, TritonBackend
+from samserve.gateway.backends.triton import EmbeddingNotResident, IncompatibleRepository, TritonBackend
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.embedding_store import EmbeddingStore, ModelChanged
 from samserve.gateway.logits_store import LogitsStore
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.residency import ResidentBelief
 from samserve.gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ AMG_FEWER_MASKS = (
 )
 AMG_STREAM_ENCODE = 64  # GenerateMasksStream: records encoded per CPU job
 MODELS_REREAD_S = 2.0  # an unknown model name re-reads Triton's models at most this often
-# embeddings the gateway believes sam_decoder holds (their facts only, no tensor): a click on one
-# sends its cache key alone. A belief that is wrong (evicted, another Triton replica, a restart)
-# costs one more call, with the embedding (EmbeddingNotResident).
-RESIDENT_KEYS = 4096
+MODELS_RECHECK_S = 10.0  # readiness re-reads the served models' facts (layout, ids) this often
 
 
 @dataclass(frozen=True)
@@ -112,10 +109,11 @@ class SamEngine:
         self._models: dict[str, ModelInfo] | None = None  # by name, read from Triton
         self._default = ""
         self._loaded_at = 0.0
+        self.not_ready: str | None = "not checked yet"  # why ready() is False
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
         self.logits = LogitsStore(cache, settings.logits_ttl_s, settings.logits_local_bytes)
-        self._resident: OrderedDict[str, ImageEmbedding] = OrderedDict()  # cache key -> facts
+        self.resident = ResidentBelief()  # what each sam_decoder holds, by cache key
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -139,8 +137,11 @@ class SamEngine:
         default = self.settings.default_model or next((m.name for m in served if m.is_default), served[0].name)
         if default not in models:  # requests naming a served model still work; the others are told
             log.error("the default model %r is not served; served: %s", default, ", ".join(sorted(models)))
+        changed = self._models is None or {n: m.model_id for n, m in self._models.items()} != {
+            n: m.model_id for n, m in models.items()
+        }
         self._models, self._default, self._loaded_at = models, default, time.monotonic()
-        for m in served:
+        for m in served if changed else ():
             log.info(
                 "serving model %s as %r%s (%s, family %s, input size %d)",
                 m.model_id,
@@ -254,7 +255,9 @@ class SamEngine:
             model = await self.model(model_name)
             validate(entry.original_size)
             try:
-                selected = await self._decode(prompts, entry, model, multimask_output, deadline, image_id, model_name)
+                selected, entry = await self._decode(
+                    prompts, entry, model, multimask_output, deadline, image_id, model_name
+                )
                 break
             except (BackendError, BackendUnavailable):
                 if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
@@ -296,20 +299,12 @@ class SamEngine:
         if image is not None:
             return await self.embedding(image, deadline, validate, model_name)
         if resident:
-            key = cache_key((await self.model(model_name)).model_id, PREPROCESS_VERSION, image_id)
-            held = self._resident.get(key)
+            model = await self.model(model_name)
+            held = self.resident.get(model, cache_key(model.model_id, PREPROCESS_VERSION, image_id))
             if held is not None:
-                self._resident.move_to_end(key)
                 self.metrics.cache.labels("hit").inc()
                 return image_id, held, True
         return image_id, await self.embedding_by_id(image_id, model_name), True
-
-    def _held(self, key: str, entry: ImageEmbedding) -> None:
-        """Remembers that sam_decoder holds the embedding under `key` (its facts, not the tensor)."""
-        self._resident[key] = dataclasses.replace(entry, embedding=None)
-        self._resident.move_to_end(key)
-        while len(self._resident) > RESIDENT_KEYS:
-            self._resident.popitem(last=False)
 
     async def _may_retry(
         self, attempt: int, model: ModelInfo, entry: ImageEmbedding, have_bytes: bool, image_id: str, model_name
@@ -377,21 +372,23 @@ class SamEngine:
         deadline: Deadline,
         image_id: str,
         model_name: str | None,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], ImageEmbedding]:
         """Per prompt, in order: its selected low-res logits (C, L, L) and scores (C,); prompts of
         equal point count go to the decoder together. The decoder keeps the embedding under its
         cache key; an entry without its tensor (one the decoder holds) sends the key alone, and
-        the embedding is read and sent when the decoder no longer holds it."""
+        the embedding is read and sent when the decoder no longer holds it: labelled with the id
+        and key of the model that made what is read now (the served model may have changed since
+        the belief), never the belief's. Also returns the entry decoded."""
         batches = decoder_batches(prompts, entry.original_size, model.img_size, model.low_res_size, model.family)
-        key = cache_key(entry.model_id, PREPROCESS_VERSION, image_id)
 
-        def run_all(embedding: np.ndarray | None):
+        def run_all(sent: ImageEmbedding):
+            key = cache_key(sent.model_id, PREPROCESS_VERSION, image_id)
             return asyncio.gather(
                 *(
                     self.triton.decode(
                         model,
-                        embedding,
-                        entry.model_id,
+                        sent.embedding,
+                        sent.model_id,
                         b.point_coords,
                         b.point_labels,
                         b.mask_input,
@@ -405,22 +402,19 @@ class SamEngine:
 
         started = time.perf_counter()
         try:
-            decoded = await run_all(entry.embedding)
+            decoded = await run_all(entry)
         except EmbeddingNotResident:
-            self._resident.pop(key, None)
-            decoded = await run_all((await self.embedding_by_id(image_id, model_name)).embedding)
-        # the decoder holds it as float32 on the CPU target (twice the float16 sent): believed
-        # only when its budget can hold it (none when the budget is 0)
-        held_bytes = 0 if entry.embedding is None else 4 * entry.embedding.size
-        if model.resident_bytes > 0 and held_bytes <= model.resident_bytes:
-            self._held(key, entry)
+            self.resident.forget(model, cache_key(entry.model_id, PREPROCESS_VERSION, image_id))
+            entry = await self.embedding_by_id(image_id, model_name)
+            decoded = await run_all(entry)
+        self.resident.held(model, cache_key(entry.model_id, PREPROCESS_VERSION, image_id), entry)
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
         selected: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for batch, (low_res, iou) in zip(batches, decoded, strict=True):
             low, scores = select_masks(low_res, iou, multimask_output, model.family)
             for k, index in enumerate(batch.indices):
                 selected[index] = (low[k], scores[k])
-        return [selected[i] for i in range(len(prompts))]
+        return [selected[i] for i in range(len(prompts))], entry
 
     async def _finish(
         self,
@@ -577,10 +571,20 @@ class SamEngine:
             )
 
     async def ready(self) -> bool:
-        """Triton's models are ready. The models' facts are read when they first are, and again
-        when the models known are not ready (Triton may have come back with another set)."""
-        if self._models is not None and await self.triton.ready(list(self._models.values())):
-            return True
-        with contextlib.suppress(Exception):
-            await self._load_models()
-        return self._models is not None and await self.triton.ready(list(self._models.values()))
+        """Triton's models are ready and of this gateway's repository layout. The models' facts
+        are read when they first are, again when the models known are not ready (Triton may have
+        come back with another set), and every MODELS_RECHECK_S (a repository replaced under a
+        Triton that never went not-ready). not_ready says why it is not."""
+        try:
+            stale = time.monotonic() - self._loaded_at > MODELS_RECHECK_S
+            if self._models is None or stale or not await self.triton.ready(list(self._models.values())):
+                await self._load_models()
+            assert self._models is not None
+            ready = await self.triton.ready(list(self._models.values()))
+            self.not_ready = None if ready else "Triton's models are not ready"
+        except IncompatibleRepository as exc:
+            self._models = None  # every RPC is refused with the reason, not sent what Triton cannot take
+            self.not_ready, ready = str(exc), False
+        except Exception as exc:  # readiness never raises: it says why
+            self.not_ready, ready = f"Triton: {exc}", False
+        return ready

@@ -92,7 +92,7 @@ class LogitsStore:
         key = self._key(model_id, logits_id)
         value = self._local_value(key)
         if value is None and self.cache is not None:
-            value = await self.cache.get(key)
+            value = await self.cache.read(key, f"{field}'s kept logits")
         logits = None if value is None else decode(value)
         if logits is None:
             raise NotFound(

@@ -1,6 +1,9 @@
 """Redis access for the embedding cache: get/set with TTL and a short lock for single-flight
-across replicas. Every Redis failure is counted and reported as "no answer" so the request
-goes on uncached; after a failure Redis is skipped for `retry_after_s` (no per-request stall)."""
+across replicas. Every Redis failure is counted. Where the request can go on without Redis (an
+image sent as bytes is encoded, logits kept locally) a failure is "no answer", and Redis is
+skipped for `retry_after_s` after one (no per-request stall); a read only Redis can answer (an
+image_id) is `read`: tried even then, retried once, and CacheUnavailable when it still fails,
+never taken for an absent key."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from samserve.core.errors import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,19 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         return await self._call("get", lambda: self._redis.get(key), None)
+
+    async def read(self, key: str, what: str = "the cache entry") -> bytes | None:
+        """The value, or None when Redis says the key is absent; CacheUnavailable (retryable)
+        when Redis fails twice."""
+        for _ in range(2):
+            try:
+                value = await self._redis.get(key)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self._failed("get", exc)
+                continue
+            self._skip_until = 0.0  # it answers again
+            return value
+        raise CacheUnavailable(f"the cache (Redis) did not answer reading {what}; retry with backoff")
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         return bool(await self._call("set", lambda: self._redis.set(key, value, ex=ttl_s), False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -26,8 +27,10 @@ from samserve.contract import (
     MODEL_ID,
     NOT_RESIDENT,
     PREFIX_SEPARATOR,
+    RESIDENT_BYTES,
     ModelInfo,
     config_parameters,
+    layout_mismatch,
     model_id_of,
     model_id_tensor,
 )
@@ -50,6 +53,10 @@ DTYPES = {
 _RETRYABLE = ("UNAVAILABLE", "NOT_FOUND", "UNIMPLEMENTED", "CANCELLED")  # down, model (re)loading
 
 
+class IncompatibleRepository(BackendUnavailable):
+    """Triton serves a model repository of another layout than this gateway speaks."""
+
+
 class EmbeddingNotResident(BackendError):
     """sam_decoder does not hold the embedding a request named by key alone: send it again with
     the embedding (the engine does, once)."""
@@ -69,6 +76,18 @@ def _translate(exc: InferenceServerException, what: str) -> SamServeError:
     if status == "RESOURCE_EXHAUSTED":
         return OverCapacity(f"Triton is over capacity for {what}; retry with backoff")
     return BackendError(f"internal error while Triton ran {what}")
+
+
+def resident_budget(decoder_config: dict) -> int:
+    """The bytes of embeddings a decoder holds by key that a click can count on: its
+    resident_embedding_bytes; 0 when it has several instances (each holds its own, and a click
+    reaches any of them: a key sent alone would miss as often as not)."""
+    try:
+        budget = int(config_parameters(decoder_config).get(RESIDENT_BYTES, "0"))
+    except ValueError:
+        return 0
+    instances = sum(int(g.get("count", 1)) for g in decoder_config.get("instance_group", [])) or 1
+    return max(0, budget) if instances == 1 else 0
 
 
 class TritonBackend:
@@ -115,16 +134,27 @@ class TritonBackend:
         names = [m["name"] for m in index.get("models", [])]
         return sorted(n for n in names if n == ENCODER or n.endswith(PREFIX_SEPARATOR + ENCODER))
 
-    async def model_info(self, encoder: str = ENCODER) -> ModelInfo:
-        """What the model whose encoder is `encoder` says about itself (its config parameters)."""
+    async def _config(self, model: str) -> dict:
         try:
-            config = await self._client.get_model_config(encoder, as_json=True, client_timeout=self.timeout_s)
+            config = await self._client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
-            raise _translate(exc, f"reading {encoder}'s config") from None
+            raise _translate(exc, f"reading {model}'s config") from None
+        return config["config"]
+
+    async def model_info(self, encoder: str = ENCODER) -> ModelInfo:
+        """What the model whose encoder is `encoder` says about itself (its config parameters),
+        with the residency budget of its decoder as the decoder's own config states it."""
+        params = config_parameters(await self._config(encoder))
+        if (mismatch := layout_mismatch(params, encoder)) is not None:
+            raise IncompatibleRepository(mismatch)
         try:
-            return ModelInfo.from_parameters(config_parameters(config["config"]))
+            info = ModelInfo.from_parameters(params)
         except (KeyError, ValueError) as exc:
             raise BackendUnavailable(f"{encoder}'s config: {exc}") from None
+        decoder = await self._config(info.triton(DECODER))
+        if (mismatch := layout_mismatch(config_parameters(decoder), info.triton(DECODER))) is not None:
+            raise IncompatibleRepository(mismatch)
+        return dataclasses.replace(info, resident_bytes=resident_budget(decoder))
 
     async def models(self) -> list[ModelInfo]:
         """Every model the repository serves."""

@@ -46,6 +46,9 @@ class HealthWatch:
                 self.ready = ready
                 for listener in self._listeners:
                     await listener(ready)
-                log.info("health: %s", "SERVING" if ready else "NOT_SERVING (Triton not ready)")
+                if ready:
+                    log.info("health: SERVING")
+                else:
+                    log.warning("health: NOT_SERVING: %s", self.engine.not_ready)
                 was_ready = ready
             await asyncio.sleep(self.period_s)

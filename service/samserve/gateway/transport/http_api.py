@@ -137,8 +137,9 @@ class HttpApi:
         return JSONResponse(self.schema)
 
     async def _health(self, request: Request) -> Response:
-        ready = self.health.ready
-        return JSONResponse({"status": "SERVING" if ready else "NOT_SERVING"}, 200 if ready else 503)
+        if self.health.ready:
+            return JSONResponse({"status": "SERVING"}, 200)
+        return JSONResponse({"status": "NOT_SERVING", "reason": self.engine.not_ready or "not ready"}, 503)
 
     async def _message(self, request: Request, cls: type[Message]) -> Message:
         """The request's message from a JSON body, or from a multipart form: the file `image`
