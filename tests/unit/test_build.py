@@ -165,7 +165,7 @@ def test_if_stale_keys_on_the_checkpoints_bytes_and_concurrent_builders_take_tur
     def build(path_file: str) -> None:
         try:
             main([*args, "--path-file", str(tmp_path / path_file)])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     with caplog.at_level(logging.INFO, logger="build_engines"):
