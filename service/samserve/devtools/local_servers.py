@@ -1,10 +1,12 @@
 """Local `redis-server` and `tritonserver` processes: what `samserve serve` starts for the
 embedded default (SAMSERVE_EMBEDDED) and the servers the test suite starts. Loopback only,
-free ports, own process groups."""
+free ports, own process groups; each is sent SIGTERM when the thread that started it dies,
+however it dies (kill -9, the OOM killer, a native crash), so none is left holding its port."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -19,6 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _dies_with_parent(parent: int):
+    """A preexec_fn: the child gets SIGTERM when its parent's thread ends (Linux's
+    PR_SET_PDEATHSIG), and at once if the parent is already gone. Elsewhere, nothing."""
+    if _LIBC is None:
+        return None
+    prctl = _LIBC.prctl  # looked up before the fork: the child only calls it
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def free_port() -> int:
@@ -100,7 +119,13 @@ def start_redis(
         "warning",
         *(extra_args or []),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_dies_with_parent(os.getpid()),
+    )
 
     def ping() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -204,7 +229,14 @@ def start_triton(
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_dies_with_parent(os.getpid()),
+        )
     server = TritonServer("tritonserver", proc, log_path, http_port, grpc_port, metrics_port)
     try:
         _wait(server.ready, "tritonserver", proc, timeout, log_path)

@@ -70,7 +70,8 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
 
 async def _serve(engine: SamEngine, settings: Settings, metrics: Metrics) -> Gateway:
     rpcs = Rpcs(engine)
-    admission = Admission(settings.max_concurrent_requests)  # shared: the limit is the gateway's
+    # shared by gRPC and HTTP: the limits are the gateway's
+    admission = Admission(settings.max_concurrent_requests, settings.max_requests_per_client)
     health = HealthWatch(engine)
     grpc_server = await start_grpc_server(rpcs, settings, metrics, admission, health)
     http_server = None

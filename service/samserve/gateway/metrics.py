@@ -52,6 +52,14 @@ class Metrics:
             registry=r,
         )
         self.encoder_runs = Counter("samserve_encoder_runs", "encoder calls made by this gateway", registry=r)
+        self.stalled_clients = Counter(
+            "samserve_stalled_clients",
+            "streamed answers ended because the client read nothing for stream_idle_timeout_s",
+            ["transport"],
+            registry=r,
+        )
+        self.stalled_clients.labels("grpc")
+        self.stalled_clients.labels("http")
         # known label values exist from the start (at 0), so rates and ratios are defined before the first event
         for result in ("hit", "miss", "corrupt"):
             self.cache.labels(result)

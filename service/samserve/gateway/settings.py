@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP/JSON API and the page (0 = pick a free one)")
     http_enabled: bool = True
     http_read_timeout_s: float = Field(60.0, gt=0, description="an HTTP request's body must arrive within this")
+    http_min_body_rate: int = Field(
+        32 * 1024,
+        ge=1,
+        description="bytes/s an HTTP body must keep up after its first 2 s; a slower one is refused (408)",
+    )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus /metrics port (0 = pick a free one)")
     metrics_enabled: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -82,6 +87,15 @@ class Settings(BaseSettings):
     max_prompts_per_request: int = Field(64, ge=1)
     max_points_per_prompt: int = Field(64, ge=1)
     max_concurrent_requests: int = Field(64, ge=1, description="beyond this, RESOURCE_EXHAUSTED")
+    max_requests_per_client: int = Field(
+        16,
+        ge=1,
+        description="requests of one client in flight (a client: its bearer token where tokens are set, else "
+        "its address); beyond it RESOURCE_EXHAUSTED, so one client cannot take every slot",
+    )
+    max_concurrent_uploads: int = Field(
+        64, ge=1, description="HTTP bodies being received at once (outside the request slots); beyond it 429"
+    )
     max_output_mask_pixels: int = Field(
         1 << 28,
         ge=1,
@@ -107,8 +121,11 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="GenerateMasksStream: the most mask bytes in one message"
     )
     embed_many_window: int = Field(8, ge=1, le=1024, description="EmbedMany: images of one stream in flight at once")
-    stream_write_timeout_s: float = Field(
-        30.0, gt=0, description="GenerateMasksStream: a client that reads nothing this long loses the stream"
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="streamed answers: a client that reads nothing this long loses the stream"
+    )
+    stream_max_s: float = Field(
+        900.0, gt=0, description="GenerateMasksStream: the longest a stream (and its request slot) lasts"
     )
     embed_many_max_images: int = Field(1024, ge=1, description="HTTP EmbedMany: images in one upload")
 

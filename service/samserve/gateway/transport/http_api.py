@@ -31,7 +31,7 @@ from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings
 from samserve.gateway.transport import http_json, openapi
 from samserve.gateway.transport.health import HealthWatch
-from samserve.gateway.transport.http_edge import BodyTooLarge, HttpEdge, error_body
+from samserve.gateway.transport.http_edge import BodyTooLarge, BodyTooSlow, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream, status_of
 from samserve.v1 import samserve_pb2 as pb
@@ -60,6 +60,20 @@ HTTP_STATUS = {  # google.rpc.Code -> HTTP, as Google's HTTP APIs and grpc-gatew
     C.DATA_LOSS: 500,
 }
 TIMEOUT_HEADER = "x-request-timeout"
+
+
+class NdjsonResponse(StreamingResponse):
+    """A stream of lines whose generator is closed however the response ends (the client gone,
+    or stalled and cut off by the edge): its RPC's slot is freed then, not when it is collected."""
+
+    def __init__(self, lines) -> None:
+        super().__init__(lines, media_type="application/x-ndjson")
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -108,6 +122,9 @@ class HttpApi:
         self.settings = settings
         self.metrics = metrics
         self.admission = admission
+        # bodies are received outside the request slots, under their own: a slow upload does
+        # not keep out requests that are ready to run
+        self.uploads = Admission(settings.max_concurrent_uploads, settings.max_requests_per_client, "uploads")
         self.health = health
         self.max_body = max_body_bytes(settings)
         self.budget = http_json.structure_budget(settings.max_prompts_per_request, settings.max_points_per_prompt)
@@ -128,7 +145,10 @@ class HttpApi:
         ]
         known = {r.path for r in routes if isinstance(r, Route)}
         app = Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_error})
-        return HttpEdge(app, self.metrics, known, self.max_body, self.settings.tokens())
+        s = self.settings
+        return HttpEdge(
+            app, self.metrics, known, self.max_body, s.tokens(), s.stream_idle_timeout_s, s.http_min_body_rate
+        )
 
     async def _page(self, request: Request) -> Response:
         return FileResponse(WEB / "index.html", headers={"cache-control": "no-cache"})
@@ -156,6 +176,9 @@ class HttpApi:
             raise RequestTimeout(f"request body: not received within {self.settings.http_read_timeout_s:g} s") from None
         except BodyTooLarge:
             raise RequestTooLarge(f"request body: over the limit of {self.max_body} bytes") from None
+        except BodyTooSlow:
+            rate = self.settings.http_min_body_rate
+            raise RequestTimeout(f"request body: arriving at under {rate} bytes/s (http_min_body_rate)") from None
         except ClientDisconnect:
             raise Cancelled("the client closed the connection while sending the request") from None
 
@@ -174,15 +197,37 @@ class HttpApi:
             )
         return await self.engine.run_cpu(http_json.parse, body, message, self.budget)
 
-    async def _open_form(self, request: Request, message: Message, max_images: int) -> FormData:
-        """The multipart form: 'image' part(s) and optionally 'request' (the message's other
-        fields as JSON, read into `message`). The caller closes the form."""
+    async def _upload(self, request: Request, rpc: str, cls: type[Message]) -> Response | None:
+        """Receives the request's body (parsing a multipart form, whose files spool to disk) under
+        an upload slot, before the RPC takes a request slot; the refusal's answer, or None. The
+        route closes the request (its form's files)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
-            form = await request.form(max_files=max_images + 1, max_fields=1, max_part_size=self.max_body)
+            with self.uploads.slot():
+                if content_type == "multipart/form-data" and "image" in cls.DESCRIPTOR.fields_by_name:
+                    await self._received(self._parsed_form(request, 1))
+                else:
+                    await self._received(request.body())
+        except SamServeError as exc:
+            failure = RpcFailure(status_of(exc), str(exc), type(exc))
+            self.metrics.requests.labels(rpc, failure.code.name, "").inc()
+            log.warning("HTTP %s: the body: %s: %s", rpc, failure.code.name, failure.message)
+            return _failure(failure)
+        return None
+
+    async def _parsed_form(self, request: Request, max_images: int) -> FormData:
+        """Starlette's form of the request (parsed once, then kept on the request)."""
+        try:
+            return await request.form(max_files=max_images + 1, max_fields=1, max_part_size=self.max_body)
         except MultiPartException as exc:
             raise InvalidInput(f"multipart body: {exc.message}") from None
         except HTTPException as exc:  # Starlette's wrapping of the parser's errors
             raise InvalidInput(f"multipart body: {exc.detail}") from None
+
+    async def _open_form(self, request: Request, message: Message, max_images: int) -> FormData:
+        """The multipart form: 'image' part(s) and optionally 'request' (the message's other
+        fields as JSON, read into `message`). The caller closes the form."""
+        form = await self._parsed_form(request, max_images)
         try:
             extra = sorted(set(form.keys()) - {"image", "request"})
             if extra:
@@ -229,13 +274,22 @@ class HttpApi:
                 async for chunk in inner:
                     yield chunk
 
-        stream = run_stream("GenerateMasksStream", chunks(), self.metrics, self.admission, self._label(parsed, cls))
+        refused = await self._upload(request, "GenerateMasksStream", cls)
+        if refused is not None:
+            await request.close()
+            return refused
+        label = self._label(parsed, cls)
+        stream = run_stream(
+            "GenerateMasksStream", chunks(), self.metrics, self.admission, label, self.settings.stream_max_s
+        )
         try:
             await anext(stream)  # reads the body (the disconnect watcher would take its messages)
             first = await _unless_disconnected(request, anext(stream))
         except RpcFailure as failure:
+            await request.close()
             return _failure(failure)
         except Cancelled:
+            await request.close()
             return _failure(RpcFailure(C.CANCELLED, "the client closed the connection", Cancelled))
 
         async def lines():
@@ -247,7 +301,7 @@ class HttpApi:
                 except RpcFailure as failure:
                     yield error_body(HTTP_STATUS.get(failure.code, 500), failure.code.name, failure.message) + b"\n"
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return NdjsonResponse(lines())
 
     async def _embed_many(self, request: Request) -> Response:
         """EmbedMany: a multipart upload of `image` parts (and optionally `request`: the other
@@ -257,7 +311,7 @@ class HttpApi:
         try:
             if content_type != "multipart/form-data":
                 raise InvalidInput("EmbedMany: send multipart/form-data, the images as parts named 'image'")
-            with self.admission.slot():  # the upload is held in a slot, as an RPC's body is
+            with self.uploads.slot():
                 images = await self._received(self._images(request, fields))
             deadline = _deadline(request)
         except SamServeError as exc:
@@ -274,10 +328,11 @@ class HttpApi:
             return run_rpc("EmbedMany", work, self.metrics, self.admission, self.rpcs.model_label(one))
 
         async def lines():
-            async for result in self.rpcs.embed_many(requests(), deadline, run):
-                yield await self.engine.run_cpu(http_json.dumps, result) + b"\n"
+            async with contextlib.aclosing(self.rpcs.embed_many(requests(), deadline, run)) as results:
+                async for result in results:
+                    yield await self.engine.run_cpu(http_json.dumps, result) + b"\n"
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return NdjsonResponse(lines())
 
     async def _images(self, request: Request, fields: pb.EmbedRequest) -> list[bytes]:
         limit = self.settings.embed_many_max_images
@@ -309,8 +364,7 @@ class HttpApi:
         call = getattr(self.rpcs, rpc)
 
         async def work(request: Request, parsed: list[Message]):
-            # inside run_rpc: a request is admitted (or refused) before its body is read, so
-            # at most max_concurrent_requests bodies are held at once, over both transports
+            # the body was received (under an upload slot); parsing it is the RPC's work
             message = await self._message(request, cls)
             parsed.append(message)
             deadline = _deadline(request)
@@ -319,13 +373,17 @@ class HttpApi:
 
         async def endpoint(request: Request) -> Response:
             parsed: list[Message] = []
-
             try:
+                refused = await self._upload(request, rpc, cls)
+                if refused is not None:
+                    return refused
                 response = await run_rpc(
                     rpc, work(request, parsed), self.metrics, self.admission, self._label(parsed, cls)
                 )
             except RpcFailure as failure:
                 return _failure(failure)
+            finally:
+                await request.close()  # the form's spooled files
             body = await self.engine.run_cpu(http_json.dumps, response)
             return Response(body, 200, media_type="application/json")
 

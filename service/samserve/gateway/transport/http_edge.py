@@ -1,13 +1,20 @@
-"""The HTTP API's edge, before any route runs: the body limit, bearer tokens, per-route
-metrics and the response headers every answer carries."""
+"""The HTTP API's edge, before any route runs: the body limit and its minimum rate, bearer
+tokens, the client's identity, per-route metrics, the response headers every answer carries,
+and the end of a response its client stops reading."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.request_id import CLIENT, client_key
 from samserve.gateway.transport.auth import bearer_valid
+
+log = logging.getLogger(__name__)
 
 # routes that take or return user data need a token (when tokens are set); the page, its
 # files, the schema and the health probe stay open, as gRPC's health and reflection do
@@ -33,6 +40,18 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTooSlow(Exception):
+    pass
+
+
+class ClientStalled(Exception):
+    """The client read none of the response for the idle timeout: its connection was closed."""
+
+
+# a body's first seconds are free of the rate (a connection's start, a phone waking its radio)
+BODY_GRACE_S = 2.0
+
+
 def error_body(http: int, status: str, message: str) -> bytes:
     return json.dumps({"error": {"code": http, "status": status, "message": message}}).encode()
 
@@ -40,14 +59,27 @@ def error_body(http: int, status: str, message: str) -> bytes:
 class HttpEdge:
     """Pure ASGI middleware. A body over `max_body` is refused from its Content-Length before
     it is read, or as soon as the bytes received pass the limit (BodyTooLarge is raised inside
-    the route's read, which answers 413)."""
+    the route's read, which answers 413); one that falls below `min_rate` bytes/s after its
+    first BODY_GRACE_S raises BodyTooSlow there (408). A response part the client does not take
+    within `idle_s` closes the connection (uvicorn has no write timeout), ending the route's work."""
 
-    def __init__(self, app, metrics: Metrics, routes: set[str], max_body: int, tokens: list[str]) -> None:
+    def __init__(
+        self,
+        app,
+        metrics: Metrics,
+        routes: set[str],
+        max_body: int,
+        tokens: list[str],
+        idle_s: float = 30.0,
+        min_rate: float = 32 * 1024,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
         self.max_body = max_body
         self.tokens = [t.encode() for t in tokens]
+        self.idle_s = idle_s
+        self.min_rate = min_rate
 
     def _needs_token(self, path: str) -> bool:
         return bool(self.tokens) and path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS
@@ -74,13 +106,21 @@ class HttpEdge:
                 status[0] = message["status"]
                 extra = SECURITY_HEADERS + ([(b"cache-control", b"no-cache")] if route == "/static" else [])
                 message["headers"] = list(message.get("headers", [])) + extra
-            await send(message)
+                return await send(message)
+            try:  # uvicorn's send waits while the client's socket buffer is full
+                await asyncio.wait_for(send(message), self.idle_s)
+            except TimeoutError:
+                _close(send)
+                await asyncio.sleep(0)  # the server sees the connection lost before the route returns
+                raise ClientStalled from None
 
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        token = authorization.removeprefix("Bearer ").strip() if self.tokens else None
+        client = scope.get("client") or ("", 0)
+        CLIENT.set(client_key(token, client[0]))
         try:
-            headers = dict(scope["headers"])
-            if self._needs_token(path) and not bearer_valid(
-                headers.get(b"authorization", b"").decode("latin-1"), self.tokens
-            ):
+            if self._needs_token(path) and not bearer_valid(authorization, self.tokens):
                 self.metrics.requests.labels("any", "UNAUTHENTICATED", "").inc()
                 message = "missing or invalid credentials: send header 'Authorization: Bearer <token>'"
                 body = error_body(401, "UNAUTHENTICATED", message)
@@ -89,23 +129,50 @@ class HttpEdge:
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
             received = 0
+            complete = False
+            loop = asyncio.get_running_loop()
+            begun = loop.time()
 
             async def limited_receive():
-                nonlocal received
-                message = await receive()
+                nonlocal received, complete
+                if complete:  # the body is in: what follows is the disconnect, whenever it comes
+                    return await receive()
+                due = begun + BODY_GRACE_S + received / self.min_rate  # the next bytes, to keep the rate
+                try:
+                    message = await asyncio.wait_for(receive(), max(due - loop.time(), 0.001))
+                except TimeoutError:
+                    raise BodyTooSlow from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
+                    complete = not message.get("more_body", False)
                     if received > self.max_body:
                         raise BodyTooLarge
                 return message
 
-            await self.app(scope, limited_receive, send_with_headers)
+            try:
+                await self.app(scope, limited_receive, send_with_headers)
+            except ClientStalled:
+                self.metrics.stalled_clients.labels("http").inc()
+                log.info(
+                    "HTTP %s %s: the client read nothing for %g s; connection closed",
+                    scope["method"],
+                    path,
+                    self.idle_s,
+                )
         finally:
             self.metrics.http_requests.labels(route, str(status[0])).inc()
             self.metrics.http_latency.labels(route).observe(time.perf_counter() - started)
 
     def _too_large(self) -> bytes:
         return error_body(413, "RESOURCE_EXHAUSTED", f"request body: over the limit of {self.max_body} bytes")
+
+
+def _close(send) -> None:
+    """Aborts the connection of uvicorn's `send` (its protocol's transport), where it has one."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.abort()
 
 
 async def _answer(send, status: int, body: bytes, headers: list | None = None) -> None:

@@ -49,7 +49,15 @@ async def start_grpc_server(
         )
     server = grpc.aio.server(options=options, interceptors=interceptors)
     pb_grpc.add_SegmentAnythingServicer_to_server(
-        SegmentAnythingServicer(rpcs, metrics, admission, settings.stream_write_timeout_s), server
+        SegmentAnythingServicer(
+            rpcs,
+            metrics,
+            admission,
+            settings.stream_idle_timeout_s,
+            settings.stream_max_s,
+            by_token=bool(settings.auth_tokens),
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

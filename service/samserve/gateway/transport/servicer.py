@@ -10,6 +10,7 @@ import grpc
 
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.request_id import CLIENT, client_key, grpc_address
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
@@ -17,6 +18,7 @@ from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
 def _method(name: str):
     async def handle(self: SegmentAnythingServicer, request, context: grpc.aio.ServicerContext):
+        self._identify(context)
         work = getattr(self.rpcs, name)(request, Deadline(context.time_remaining()))
         try:
             return await run_rpc(name, work, self.metrics, self.admission, self.rpcs.model_label(request))
@@ -28,29 +30,52 @@ def _method(name: str):
 
 
 class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
-    def __init__(self, rpcs: Rpcs, metrics: Metrics, admission: Admission, write_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        rpcs: Rpcs,
+        metrics: Metrics,
+        admission: Admission,
+        idle_s: float = 30.0,
+        max_s: float | None = None,
+        by_token: bool = False,
+    ) -> None:
         self.rpcs = rpcs
-        self.write_timeout_s = write_timeout_s
+        self.idle_s = idle_s
+        self.max_s = max_s
+        self.by_token = by_token
         self.metrics = metrics
         self.admission = admission
 
+    def _identify(self, context: grpc.aio.ServicerContext) -> None:
+        """The client whose share of the slots this RPC takes: its (checked) token, else its address."""
+        token = None
+        if self.by_token:
+            header = dict(context.invocation_metadata() or ()).get("authorization", "")
+            token = header.removeprefix("Bearer ").strip() or None
+        CLIENT.set(client_key(token, grpc_address(context.peer() or "")))
+
     async def GenerateMasksStream(self, request, context: grpc.aio.ServicerContext):
+        self._identify(context)
         chunks = self.rpcs.generate_masks_stream(request, Deadline(context.time_remaining()))
-        stream = run_stream("GenerateMasksStream", chunks, self.metrics, self.admission, self.rpcs.model_label(request))
+        label = self.rpcs.model_label(request)
+        stream = run_stream("GenerateMasksStream", chunks, self.metrics, self.admission, label, self.max_s)
         try:
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
-                    # a client that stops reading gives its slot back after stream_write_timeout_s
-                    await asyncio.wait_for(context.write(chunk), self.write_timeout_s)
+                    # a client that stops reading gives its slot back after stream_idle_timeout_s
+                    await asyncio.wait_for(context.write(chunk), self.idle_s)
         except RpcFailure as failure:
             await context.abort(failure.code, failure.message)
         except TimeoutError:
+            self.metrics.stalled_clients.labels("grpc").inc()
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the client read nothing for {self.write_timeout_s:g} s (stream_write_timeout_s)",
+                f"the client read nothing for {self.idle_s:g} s (stream_idle_timeout_s)",
             )
 
     async def EmbedMany(self, request_iterator, context: grpc.aio.ServicerContext):
+        self._identify(context)
+
         def run(work, request):
             return run_rpc("EmbedMany", work, self.metrics, self.admission, self.rpcs.model_label(request))
 

@@ -26,7 +26,7 @@ from samserve.core.errors import (
     SamServeError,
 )
 from samserve.gateway.metrics import Metrics
-from samserve.gateway.request_id import REQUEST_ID
+from samserve.gateway.request_id import CLIENT, REQUEST_ID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,23 +52,45 @@ def status_of(exc: SamServeError) -> grpc.StatusCode:
 
 
 class Admission:
-    """At most `limit` RPCs at once over every transport; the excess is refused at once rather
-    than queued."""
+    """At most `limit` RPCs at once over every transport, and `per_client` of one client
+    (request_id.CLIENT); the excess is refused at once rather than queued. `what` names the
+    slots in the refusal."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client: int | None = None, what: str = "requests") -> None:
         self.limit = limit
+        self.per_client = min(per_client or limit, limit)
+        self.what = what
         self.active = 0
+        self.by_client: dict[str, int] = {}
+
+    def enter(self, client: str) -> None:
+        """Takes a slot for `client`, or raises OverCapacity (RESOURCE_EXHAUSTED, Retry-After)."""
+        if self.active >= self.limit:
+            raise OverCapacity(f"over capacity: {self.limit} {self.what} in flight; retry with backoff")
+        held = self.by_client.get(client, 0)
+        if held >= self.per_client:
+            raise OverCapacity(
+                f"over capacity for this client: {held} of its {self.what} in flight, the most one client "
+                "may hold (max_requests_per_client); retry when one has ended"
+            )
+        self.active += 1
+        self.by_client[client] = held + 1
+
+    def leave(self, client: str) -> None:
+        self.active -= 1
+        held = self.by_client.pop(client) - 1
+        if held:
+            self.by_client[client] = held
 
     @contextlib.contextmanager
     def slot(self):
-        """Holds one slot (work outside an RPC's own: reading an EmbedMany upload)."""
-        if self.active >= self.limit:
-            raise OverCapacity(f"over capacity: {self.limit} requests in flight; retry with backoff")
-        self.active += 1
+        """Holds one slot of the current client (work outside an RPC's own: receiving a body)."""
+        client = CLIENT.get()
+        self.enter(client)
         try:
             yield
         finally:
-            self.active -= 1
+            self.leave(client)
 
 
 class RpcFailure(Exception):
@@ -98,13 +120,12 @@ async def rpc_scope(method: str, metrics: Metrics, admission: Admission, model: 
     started = time.perf_counter()
     code = grpc.StatusCode.OK
     failure: RpcFailure | None = None
-    admitted = admission.active < admission.limit
-    if admitted:
-        admission.active += 1
-        metrics.in_flight.inc()
+    client = CLIENT.get()
+    admitted = False
     try:
-        if not admitted:
-            raise OverCapacity(f"over capacity: {admission.limit} requests in flight; retry with backoff")
+        admission.enter(client)
+        admitted = True
+        metrics.in_flight.inc()
         yield
     except SamServeError as exc:
         code, message = status_of(exc), str(exc)
@@ -120,7 +141,7 @@ async def rpc_scope(method: str, metrics: Metrics, admission: Admission, model: 
         failure = RpcFailure(code, f"internal error (request id {request_id})")
     finally:
         if admitted:
-            admission.active -= 1
+            admission.leave(client)
             metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
         label = model()
@@ -146,9 +167,26 @@ async def run_rpc(
 
 
 async def run_stream(
-    method: str, items: AsyncIterator[T], metrics: Metrics, admission: Admission, model: Callable[[], str] = str
+    method: str,
+    items: AsyncIterator[T],
+    metrics: Metrics,
+    admission: Admission,
+    model: Callable[[], str] = str,
+    max_s: float | None = None,
 ) -> AsyncIterator[T]:
-    """A server stream under rpc_scope: its messages, then the end or RpcFailure."""
+    """A server stream under rpc_scope: its messages, then the end or RpcFailure. A stream that
+    runs past `max_s` (stream_max_s: it holds a slot) ends with DEADLINE_EXCEEDED."""
     async with contextlib.aclosing(items), rpc_scope(method, metrics, admission, model):
-        async for item in items:
+        ends = None if max_s is None else asyncio.get_running_loop().time() + max_s
+        while True:
+            limit = asyncio.timeout_at(ends)  # the wait for the next message, not its write
+            try:
+                async with limit:
+                    item = await anext(items)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                raise DeadlineExceeded(f"the stream ran past {max_s:g} s, the longest one may (stream_max_s)") from None
             yield item
