@@ -96,3 +96,19 @@ def test_without_redis_the_replica_keeps_them_itself(triton_server, fresh_seed):
     finally:
         a.stop()
         b.stop()
+
+
+def test_kept_logits_over_the_budgets_are_refused_before_any_work(triton_server, redis_server, fresh_seed):
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, logits_request_bytes=1))
+    try:
+        runs = gw.metric("samserve_encoder_runs_total")
+        with SamClient(gw.target, timeout_s=60) as c, pytest.raises(grpc.RpcError) as err:
+            c.segment(png_image(120, 160, fresh_seed), FIRST, keep_low_res_logits=True)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "logits_request_bytes" in err.value.details() and "logits_client_bytes" in err.value.details()
+        assert gw.metric("samserve_encoder_runs_total") == runs  # refused up front: no encoder run
+        with SamClient(gw.target, timeout_s=60) as c:  # without keeping, the same request is served
+            assert len(c.segment(png_image(120, 160, fresh_seed), FIRST).prompts) == 2
+        assert gw.metric("samserve_encoder_runs_total") == runs + 1  # (the counter is the one that counts)
+    finally:
+        gw.stop()

@@ -46,3 +46,26 @@ def test_a_request_that_cannot_be_kept_is_refused():
     store = LogitsStore(None, ttl_s=60, local_bytes=1000)
     with pytest.raises(Overloaded, match="logits_local_bytes"):
         run(store.put_many("m", [np.zeros((64, 64), np.float32)]))
+
+
+def test_a_request_and_a_client_keep_at_most_their_budgets():
+    from samserve.gateway.logits_store import kept_bytes
+    from samserve.gateway.request_id import CLIENT
+
+    one = kept_bytes(1, 64)
+    store = LogitsStore(None, ttl_s=0.3, local_bytes=1 << 30, request_bytes=3 * one, client_bytes=5 * one)
+    with pytest.raises(Overloaded, match=r"logits_request_bytes.*logits_client_bytes"):
+        store.reserve(4, 64)
+    CLIENT.set("a")
+    store.reserve(3, 64)
+    failed = store.reserve(2, 64)
+    with pytest.raises(Overloaded, match=r"this client keeps .*logits_client_bytes.*logits_request_bytes"):
+        store.reserve(1, 64)
+    CLIENT.set("b")
+    store.reserve(3, 64)  # another client's share is its own
+    CLIENT.set("a")
+    store.release(failed)  # a request that failed keeps nothing
+    store.reserve(2, 64)
+    time.sleep(0.35)  # what was kept has expired: the client's budget is whole again
+    store.reserve(3, 64)
+    assert store._by_client == {"a": 3 * one}  # expired counts are dropped, whoever made them

@@ -112,7 +112,13 @@ class SamEngine:
         self.not_ready: str | None = "not checked yet"  # why ready() is False
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
         self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
-        self.logits = LogitsStore(cache, settings.logits_ttl_s, settings.logits_local_bytes)
+        self.logits = LogitsStore(
+            cache,
+            settings.logits_ttl_s,
+            settings.logits_local_bytes,
+            settings.logits_request_bytes,
+            settings.logits_client_bytes,
+        )
         self.resident = ResidentBelief()  # what each sam_decoder holds, by cache key
 
     async def close(self) -> None:
@@ -248,30 +254,37 @@ class SamEngine:
             validate((1, 1))  # the empty-list error, before any work
         if image is None and not image_id:
             raise InvalidInput("image_source: set either image (encoded bytes) or image_id")
-        for attempt in (1, 2):
-            image_id, entry, cached = await self._image_embedding(
-                image, image_id, deadline, validate, model_name, resident=True
-            )
-            model = await self.model(model_name)
-            validate(entry.original_size)
-            try:
-                selected, entry = await self._decode(
-                    prompts, entry, model, multimask_output, deadline, image_id, model_name
-                )
-                break
-            except (BackendError, BackendUnavailable):
-                if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
-                    raise
         n_masks = 3 if multimask_output else 1
-        outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
-        if keep_logits:
-            kept = [m for low, _ in selected for m in returned_logits(low, model.family)]
-            ids = await self.logits.put_many(entry.model_id, kept)
-            outputs = [
-                dataclasses.replace(o, low_res_logits_ids=ids[i * n_masks : (i + 1) * n_masks])
-                for i, o in enumerate(outputs)
-            ]
-        return SegmentResult(image_id, entry.original_size, cached, outputs)
+        # kept logits count against the request's and the client's budgets before any work
+        reservation = self.logits.reserve(len(prompts) * n_masks, first.low_res_size) if keep_logits else None
+        try:
+            for attempt in (1, 2):
+                image_id, entry, cached = await self._image_embedding(
+                    image, image_id, deadline, validate, model_name, resident=True
+                )
+                model = await self.model(model_name)
+                validate(entry.original_size)
+                try:
+                    selected, entry = await self._decode(
+                        prompts, entry, model, multimask_output, deadline, image_id, model_name
+                    )
+                    break
+                except (BackendError, BackendUnavailable):
+                    if not await self._may_retry(attempt, model, entry, image is not None, image_id, model_name):
+                        raise
+            outputs = await self._finish(selected, entry, model, n_masks, fmt, return_logits, polygon_tolerance)
+            if keep_logits:
+                kept = [m for low, _ in selected for m in returned_logits(low, model.family)]
+                ids = await self.logits.put_many(entry.model_id, kept)
+                outputs = [
+                    dataclasses.replace(o, low_res_logits_ids=ids[i * n_masks : (i + 1) * n_masks])
+                    for i, o in enumerate(outputs)
+                ]
+            return SegmentResult(image_id, entry.original_size, cached, outputs)
+        except BaseException:
+            if reservation is not None:
+                self.logits.release(reservation)
+            raise
 
     async def _kept_masks(self, prompts: list[Prompt], model: ModelInfo) -> list[Prompt]:
         """Prompts naming kept logits (mask_input_id) get them as mask_input; NotFound first,

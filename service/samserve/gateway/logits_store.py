@@ -2,7 +2,9 @@
 round names the previous round's mask (Prompt.mask_input_id) instead of sending 256x256
 floats back. In Redis (every replica sees them) for logits_ttl_s; where Redis is off or
 failing, in this process (bounded bytes, same lifetime), and then only this replica knows
-the id. Ids are 128 random bits: one client cannot name another's logits by guessing."""
+the id. Ids are 128 random bits: one client cannot name another's logits by guessing. What a
+request keeps is bounded, and what one client keeps alive through this gateway (request_id.CLIENT),
+both refused up front; the local store then holds several clients' sessions, not one's."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import re
 import secrets
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 
 from samserve.core.errors import InvalidInput, NotFound, Overloaded
 from samserve.gateway.backends.redis_cache import RedisCache
+from samserve.gateway.request_id import CLIENT
 
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 _HEADER = struct.Struct("<II")  # height, width; then float32 little-endian, C order
@@ -36,13 +39,70 @@ def decode(value: bytes) -> np.ndarray | None:
     return np.frombuffer(value, dtype="<f4", offset=_HEADER.size).reshape(h, w).astype(np.float32)
 
 
+def kept_bytes(n_masks: int, side: int) -> int:
+    """What keeping n (side, side) logits takes, as stored."""
+    return n_masks * (_HEADER.size + 4 * side * side)
+
+
 class LogitsStore:
-    def __init__(self, cache: RedisCache | None, ttl_s: int, local_bytes: int) -> None:
+    def __init__(
+        self,
+        cache: RedisCache | None,
+        ttl_s: int,
+        local_bytes: int,
+        request_bytes: int = 1 << 62,
+        client_bytes: int = 1 << 62,
+    ) -> None:
         self.cache = cache
         self.ttl_s = ttl_s
         self.local_bytes = local_bytes
+        self.request_bytes = request_bytes
+        self.client_bytes = client_bytes
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # key -> (expires at, value)
         self._held = 0
+        self._kept: deque[tuple[float, list]] = deque()  # (expires at, [bytes, client]), oldest first
+        self._by_client: dict[str, int] = {}  # bytes each client keeps now
+
+    def _expire(self, now: float) -> None:
+        """Drops what has expired from the clients' counts (every count is kept for ttl_s, so
+        the reservations expire in the order they were made)."""
+        while self._kept and self._kept[0][0] < now:
+            self.release(self._kept.popleft()[1])
+
+    def reserve(self, n_masks: int, side: int) -> list:
+        """Counts a request's logits against its budget and its client's, before any work; the
+        reservation to release() should the request fail. Overloaded names both budgets."""
+        need = kept_bytes(n_masks, side)
+        client = CLIENT.get()
+        now = time.monotonic()
+        self._expire(now)
+        if need > self.request_bytes:
+            raise Overloaded(
+                f"keep_low_res_logits: {n_masks} masks' logits take {need} bytes, over the {self.request_bytes} one "
+                f"request may keep (logits_request_bytes; a client keeps at most {self.client_bytes}, "
+                "logits_client_bytes); send fewer prompts or multimask_output=false"
+            )
+        held = self._by_client.get(client, 0)
+        if held + need > self.client_bytes:
+            raise Overloaded(
+                f"keep_low_res_logits: this client keeps {held} bytes of logits and this request's {need} would pass "
+                f"the {self.client_bytes} one client may keep (logits_client_bytes; {self.request_bytes} a request, "
+                f"logits_request_bytes); they expire {self.ttl_s} s after they were kept"
+            )
+        reservation = [need, client]
+        self._by_client[client] = held + need
+        self._kept.append((now + self.ttl_s, reservation))
+        return reservation
+
+    def release(self, reservation: list) -> None:
+        """A reservation counts no more (its request failed, or it expired); once only."""
+        need, client = reservation
+        if not need:
+            return
+        reservation[0] = 0
+        left = self._by_client.pop(client, 0) - need
+        if left > 0:
+            self._by_client[client] = left
 
     @staticmethod
     def _key(model_id: str, logits_id: str) -> str:

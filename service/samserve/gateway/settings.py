@@ -74,6 +74,18 @@ class Settings(BaseSettings):
         ge=0,
         description="refinement sessions: logits this process keeps when Redis is off or failing",
     )
+    logits_request_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1,
+        description="keep_low_res_logits: the most one request keeps (32 masks of 256x256); beyond it "
+        "RESOURCE_EXHAUSTED before any work",
+    )
+    logits_client_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="keep_low_res_logits: the most one client keeps alive at once through this gateway "
+        "(a quarter of logits_local_bytes: without Redis, one client cannot flush the others' sessions)",
+    )
 
     # limits
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
