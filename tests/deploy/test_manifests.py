@@ -93,7 +93,7 @@ def test_pdbs_and_network_policies_select_pods(rendered):
 
 def test_only_the_gateway_reaches_triton_and_redis(rendered):
     _, docs = rendered
-    for target in ("samserve-triton", "samserve-redis"):
+    for target in ("samserve-triton", "samserve-redis", "samserve-redis-state"):
         policies = [
             p
             for p in by_kind(docs, "NetworkPolicy")
@@ -108,6 +108,27 @@ def test_only_the_gateway_reaches_triton_and_redis(rendered):
                     else:  # only the monitoring namespace, and only to a metrics port
                         assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"
                         assert all(port["port"] in (8002, 9090) for port in rule["ports"])
+
+
+def test_the_state_redis_evicts_nothing_and_the_gateway_keeps_its_state_there(rendered):
+    """Locks and kept logits must never be evicted by cache pressure: the gateway names a state
+    Redis of its own, which runs noeviction, while the cache runs allkeys-lru."""
+    _, docs = rendered
+
+    def args(name: str) -> list[str]:
+        (c,) = [c for d, _, c in containers(docs) if d["metadata"]["name"] == name]
+        return c["args"]
+
+    def policy(name: str) -> str:
+        a = args(name)
+        return a[a.index("--maxmemory-policy") + 1]
+
+    assert policy("samserve-redis") == "allkeys-lru"
+    assert policy("samserve-redis-state") == "noeviction"
+    (gateway,) = [c for d, _, c in containers(docs) if d["metadata"]["name"] == "samserve-gateway"]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["SAMSERVE_STATE_REDIS_URL"].startswith("redis://samserve-redis-state:")
+    assert env["SAMSERVE_REDIS_URL"].startswith("redis://samserve-redis:")
 
 
 def test_probes_volumes_and_security_hold(rendered):

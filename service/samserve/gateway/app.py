@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from samserve.gateway.backends.redis_cache import RedisCache
+from samserve.gateway.backends.redis_cache import RedisCache, layout_problem
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
@@ -46,16 +46,23 @@ class Gateway:
 
 
 def compose_engine(settings: Settings, metrics: Metrics) -> SamEngine:
-    cache = None
-    if settings.redis_url:
-        cache = RedisCache(
-            settings.redis_url,
+    cache = state = None
+
+    def redis(url: str) -> RedisCache:
+        return RedisCache(
+            url,
             settings.redis_timeout_s,
             settings.redis_retry_after_s,
             on_error=lambda op: metrics.cache_errors.labels(op).inc(),
             tls_ca_file=str(settings.redis_tls_ca_file) if settings.redis_tls_ca_file else None,
         )
-    return SamEngine(settings, TritonBackend(settings.triton_url, settings.triton_timeout_s), cache, metrics)
+
+    if settings.redis_url:
+        cache = redis(settings.redis_url)
+        same = settings.state_redis_url in (None, "", settings.redis_url)
+        state = cache if same else redis(settings.state_redis_url)
+    triton = TritonBackend(settings.triton_url, settings.triton_timeout_s)
+    return SamEngine(settings, triton, cache, metrics, state)
 
 
 async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> Gateway:
@@ -83,5 +90,15 @@ async def _serve(engine: SamEngine, settings: Settings, metrics: Metrics) -> Gat
             await grpc_server.stop(0)
             raise
     health.start()
-    log.info("gateway backends: Triton %s, Redis %s", settings.triton_url, redact_url(settings.redis_url) or "disabled")
+    state = redact_url(settings.state_redis_url) if settings.state_redis_url else "the cache's"
+    log.info(
+        "gateway backends: Triton %s, Redis %s (state: %s)",
+        settings.triton_url,
+        redact_url(settings.redis_url) or "disabled",
+        state,
+    )
+    if engine.cache is not None and engine.state is not None:
+        problem = await layout_problem(engine.cache, engine.state)
+        if problem is not None:
+            log.warning("%s", problem)
     return Gateway(grpc_server, http_server, engine, metrics, health)

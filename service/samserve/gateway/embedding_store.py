@@ -79,11 +79,20 @@ async def _wait(task: asyncio.Task, deadline: Deadline, what: str):
 
 class EmbeddingStore:
     def __init__(
-        self, settings: Settings, triton: TritonBackend, cache: RedisCache | None, metrics: Metrics, cpu: RunOnCpu
+        self,
+        settings: Settings,
+        triton: TritonBackend,
+        cache: RedisCache | None,
+        metrics: Metrics,
+        cpu: RunOnCpu,
+        locks: RedisCache | None = None,
     ) -> None:
+        """cache: the entries; locks: where the single-flight locks live (a Redis that evicts
+        nothing), by default the cache's."""
         self.settings = settings
         self.triton = triton
         self.cache = cache
+        self.locks = locks if locks is not None else cache
         self.metrics = metrics
         self._cpu = cpu
         self._flights: dict[str, _Flight] = {}
@@ -148,11 +157,11 @@ class EmbeddingStore:
 
     async def _keep_lock(self, key: str, token: str) -> None:
         """Renews the cross-replica lock every third of its TTL while its holder works."""
-        assert self.cache is not None
+        assert self.locks is not None
         ttl = self.settings.lock_ttl_s
         while True:
             await asyncio.sleep(ttl / 3)
-            if not await self.cache.extend_lock(lock_key(key), token, ttl):
+            if not await self.locks.extend_lock(lock_key(key), token, ttl):
                 log.warning("single-flight lock %s was lost while its encoder run went on", lock_key(key))
                 return
 
@@ -167,7 +176,7 @@ class EmbeddingStore:
             entry = await self._lookup(key, model)
             if entry is not None:
                 return entry
-            if self.cache is None or not await self.cache.exists(lock_key(key)):
+            if self.cache is None or self.locks is None or not await self.locks.exists(lock_key(key)):
                 # the holder may have written the entry and let the lock go since the read above
                 # (it writes, then releases): read once more before running the encoder again
                 return None if self.cache is None else await self._lookup(key, model)
@@ -178,8 +187,8 @@ class EmbeddingStore:
     ) -> tuple[ImageEmbedding, bool]:
         """(embedding, made by another replica): this replica's encoder run, or another's."""
         token = None
-        if self.cache is not None:
-            token = await self.cache.acquire_lock(lock_key(key), self.settings.lock_ttl_s)
+        if self.cache is not None and self.locks is not None:
+            token = await self.locks.acquire_lock(lock_key(key), self.settings.lock_ttl_s)
             if token is None:
                 entry = await self._wait_for_other_replica(key, model, deadline)
                 if entry is not None:
@@ -192,8 +201,8 @@ class EmbeddingStore:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keeper
-            if token is not None and self.cache is not None:
-                await self.cache.release_lock(lock_key(key), token)
+            if token is not None and self.locks is not None:
+                await self.locks.release_lock(lock_key(key), token)
 
     def _flight(self, key: str, data: bytes, model: ModelInfo) -> _Flight:
         flight = self._flights.get(key)

@@ -101,19 +101,23 @@ class SamEngine:
         triton: TritonBackend,
         cache: RedisCache | None,
         metrics: Metrics,
+        state: RedisCache | None = None,
     ) -> None:
+        """cache: the embedding cache; state: where locks and kept logits live (nothing evicted
+        there), by default the cache's Redis."""
         self.settings = settings
         self.triton = triton
         self.cache = cache
+        self.state = state if state is not None else cache
         self.metrics = metrics
         self._models: dict[str, ModelInfo] | None = None  # by name, read from Triton
         self._default = ""
         self._loaded_at = 0.0
         self.not_ready: str | None = "not checked yet"  # why ready() is False
         self._executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="samserve-cpu")
-        self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu)
+        self.embeddings = EmbeddingStore(settings, triton, cache, metrics, self.run_cpu, self.state)
         self.logits = LogitsStore(
-            cache,
+            self.state,
             settings.logits_ttl_s,
             settings.logits_local_bytes,
             settings.logits_request_bytes,
@@ -126,6 +130,8 @@ class SamEngine:
         await self.triton.close()
         if self.cache is not None:
             await self.cache.close()
+        if self.state is not None and self.state is not self.cache:
+            await self.state.close()
 
     async def _load_models(self) -> None:
         served = await self.triton.models()

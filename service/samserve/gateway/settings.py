@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port")
     triton_timeout_s: float = Field(60.0, gt=0, description="upper bound on one Triton call")
     redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="empty to run without the cache")
+    state_redis_url: str | None = Field(
+        None,
+        description="state that must not be lost to cache pressure (single-flight locks, kept logits): a Redis "
+        "with maxmemory-policy noeviction; unset: the cache's Redis (then nothing may be evicted there either)",
+    )
     redis_tls_ca_file: Path | None = Field(None, description="CA (PEM) to verify a rediss:// server")
     redis_timeout_s: float = Field(1.0, gt=0)
     redis_retry_after_s: float = Field(2.0, ge=0, description="after a Redis error, skip Redis this long")
@@ -182,8 +187,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{f} does not exist")
         if self.auth_tokens is not None and not self.tokens():
             raise ValueError("auth_tokens is set but holds no token")
-        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis_url must be redis://, rediss:// or unix://, got {redact_url(self.redis_url)!r}")
+        for name in ("redis_url", "state_redis_url"):
+            url = getattr(self, name)
+            if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(f"{name} must be redis://, rediss:// or unix://, got {redact_url(url)!r}")
+        if self.state_redis_url and not self.redis_url:
+            raise ValueError("state_redis_url is set but redis_url is empty: the state goes with the cache")
         if ":" not in self.triton_url:
             raise ValueError(f"triton_url must be host:port, got {self.triton_url!r}")
         return self

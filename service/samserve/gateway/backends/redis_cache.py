@@ -1,9 +1,10 @@
-"""Redis access for the embedding cache: get/set with TTL and a short lock for single-flight
-across replicas. Every Redis failure is counted. Where the request can go on without Redis (an
-image sent as bytes is encoded, logits kept locally) a failure is "no answer", and Redis is
-skipped for `retry_after_s` after one (no per-request stall); a read only Redis can answer (an
-image_id) is `read`: tried even then, retried once, and CacheUnavailable when it still fails,
-never taken for an absent key."""
+"""Redis access, for either of its two roles: the embedding cache (it may evict anything) and
+the state that must not be lost to cache pressure (single-flight locks, kept logits): get/set
+with TTL and a short lock for single-flight across replicas. Every Redis failure is counted.
+Where the request can go on without Redis (an image sent as bytes is encoded, logits kept
+locally) a failure is "no answer", and Redis is skipped for `retry_after_s` after one (no
+per-request stall); a read only Redis can answer (an image_id) is `read`: tried even then,
+retried once, and CacheUnavailable when it still fails, never taken for an absent key."""
 
 from __future__ import annotations
 
@@ -105,3 +106,35 @@ class RedisCache:
 
     async def release_lock(self, key: str, token: str) -> None:
         await self._call("unlock", lambda: self._redis.eval(_RELEASE, 1, key, token), None)
+
+    async def eviction(self) -> tuple[int, str] | None:
+        """(maxmemory, maxmemory-policy) from INFO memory; None when Redis does not say."""
+        try:
+            info = await self._redis.info("memory")
+            return int(info["maxmemory"]), str(info["maxmemory_policy"])
+        except (RedisError, OSError, asyncio.TimeoutError, KeyError, ValueError):
+            return None
+
+
+def evicts(eviction: tuple[int, str]) -> bool:
+    """Whether Redis may drop a key before its TTL: only under a memory limit, and every policy but
+    noeviction does (the volatile-* ones too: each lock and kept logits has a TTL)."""
+    maxmemory, policy = eviction
+    return maxmemory > 0 and policy != "noeviction"
+
+
+async def layout_problem(cache: RedisCache, state: RedisCache) -> str | None:
+    """What is wrong with where the state lives, or None: state must be where nothing is evicted
+    (a Redis without maxmemory, or with maxmemory-policy noeviction). `state is cache`: one
+    instance serves both roles."""
+    found = await state.eviction()
+    if found is None:
+        return "the state Redis does not report its maxmemory-policy (INFO memory); make sure it is noeviction"
+    if not evicts(found):
+        return None
+    where = "the embedding cache's Redis" if state is cache else "the state Redis"
+    return (
+        f"single-flight locks and kept logits live in {where}, whose maxmemory-policy {found[1]} (maxmemory "
+        f"{found[0]}) can evict them under memory pressure: set SAMSERVE_STATE_REDIS_URL to a Redis with "
+        "maxmemory-policy noeviction"
+    )
