@@ -5,6 +5,7 @@ HTTP (NDJSON) and the CLI."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -111,3 +112,74 @@ def test_the_cli_embeds_a_folder_with_a_summary(gateway, tmp_path, fresh_seed):
 
 def test_an_empty_stream_ends_at_once(client):
     assert list(client.embed_many([])) == []
+
+
+def _part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+
+BOUNDARY = "samserve-test-boundary"
+
+
+def test_http_embed_many_answers_while_the_upload_goes_on_and_holds_each_image_to_the_limit(
+    triton_server, redis_server, fresh_seed
+):
+    """The first image's line comes back while the rest of the body is still unsent (the parts
+    are read as they arrive, not buffered whole), and an image over max_request_bytes is
+    refused alone (RESOURCE_EXHAUSTED), as gRPC refuses such a message."""
+    import http.client
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(fresh_seed)
+    noise = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)).save(noise, format="PNG")
+    big = noise.getvalue()
+    limit = 200 * 1024
+    assert len(big) > limit
+    small = [png_image(64, 80, fresh_seed * 100 + i) for i in range(3)]
+    head = _part("request", b'{"model": ""}') + _part("image", small[0], "0.png")
+    rest = _part("image", big, "1.png") + _part("image", small[1], "2.png") + _part("image", small[2], "3.png")
+    rest += f"--{BOUNDARY}--\r\n".encode()
+    cut = len(f"--{BOUNDARY}\r\n")  # a part is complete once the next delimiter has come
+    head, rest = head + rest[:cut], rest[cut:]
+    # the client below waits for a line before sending on: a rate of 1 B/s lets it
+    settings = gateway_settings(triton_server.grpc_url, redis_server.url, max_request_bytes=limit, http_min_body_rate=1)
+    gw = GatewayThread(settings)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.gateway.http_port, timeout=60)
+        conn.putrequest("POST", "/v1/embed_many")
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+        conn.putheader("Content-Length", str(len(head) + len(rest)))
+        conn.endheaders(head)
+        response = conn.getresponse()  # before the rest of the body is sent
+        assert response.status == 200, response.read()
+        first = json.loads(response.readline())
+        assert first["index"] == 0 and first["status"] == "OK"
+        assert first["embedded"]["image_id"] == hashlib.sha256(small[0]).hexdigest()
+        conn.send(rest)
+        lines = [json.loads(line) for line in response.read().splitlines() if line]
+        conn.close()
+    finally:
+        gw.stop()
+    assert [x["index"] for x in lines] == [1, 2, 3]
+    assert [x["status"] for x in lines] == ["RESOURCE_EXHAUSTED", "OK", "OK"]
+    assert "max_request_bytes" in lines[0]["message"] and str(limit) in lines[0]["message"]
+
+
+def test_http_embed_many_refuses_a_malformed_upload_with_a_status(gateway):
+    url = gateway.http_url + "/v1/embed_many"
+    content_type = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    cases = {
+        "no image": _part("request", b"{}") + f"--{BOUNDARY}--\r\n".encode(),
+        "not a file": _part("image", b"abc") + f"--{BOUNDARY}--\r\n".encode(),
+        "unknown part": _part("other", b"x", "x.png") + f"--{BOUNDARY}--\r\n".encode(),
+        "truncated": _part("image", png_image(32, 32, 1), "a.png"),
+        "garbage": b"this is not multipart at all",
+    }
+    for case, body in cases.items():
+        r = httpx.post(url, content=body, headers=content_type, timeout=60)
+        assert r.status_code == 400, (case, r.status_code, r.text)
+        assert r.json()["error"]["status"] == "INVALID_ARGUMENT" and "multipart" in r.json()["error"]["message"], case

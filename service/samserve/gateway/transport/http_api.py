@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,8 +28,9 @@ from samserve.core.errors import Cancelled, InvalidInput, RequestTimeout, Reques
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.request_id import CLIENT
 from samserve.gateway.settings import Settings
-from samserve.gateway.transport import http_json, openapi
+from samserve.gateway.transport import http_json, http_multipart, openapi
 from samserve.gateway.transport.health import HealthWatch
 from samserve.gateway.transport.http_edge import BodyTooLarge, BodyTooSlow, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
@@ -64,16 +65,53 @@ TIMEOUT_HEADER = "x-request-timeout"
 
 class NdjsonResponse(StreamingResponse):
     """A stream of lines whose generator is closed however the response ends (the client gone,
-    or stalled and cut off by the edge): its RPC's slot is freed then, not when it is collected."""
+    or stalled and cut off by the edge): its RPC's slot is freed then, not when it is collected.
+    watch_disconnect=False: no listener reads the request meanwhile (the lines read the body as
+    they go, and watch for the client leaving themselves)."""
 
-    def __init__(self, lines) -> None:
+    def __init__(self, lines, watch_disconnect: bool = True) -> None:
         super().__init__(lines, media_type="application/x-ndjson")
+        self.watch_disconnect = watch_disconnect
 
     async def __call__(self, scope, receive, send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if self.watch_disconnect:
+                await super().__call__(scope, receive, send)
+            else:
+                await self.stream_response(send)
         finally:
             await self.body_iterator.aclose()
+
+
+class _Upload:
+    """An EmbedMany body being received: its upload slot, left once when the body is in (or
+    when it fails, or the answer ends first); then a watch for the client leaving (`gone`)."""
+
+    def __init__(self, leave: Callable[[], None]) -> None:
+        self._leave: Callable[[], None] | None = leave
+        self._watch: asyncio.Future | None = None
+        self.gone = asyncio.Event()
+
+    def received(self, request: Request) -> None:
+        self._watch = asyncio.ensure_future(self._until_gone(request))
+
+    async def _until_gone(self, request: Request) -> None:
+        await _disconnected(request)
+        self.gone.set()
+
+    def ended(self) -> None:
+        if self._leave is not None:
+            leave, self._leave = self._leave, None
+            leave()
+
+    def close(self) -> None:
+        self.ended()
+        if self._watch is not None:
+            self._watch.cancel()
+
+
+async def _refuse(exc: SamServeError):
+    raise exc
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -170,10 +208,18 @@ class HttpApi:
     async def _received(self, reading: Awaitable[T]) -> T:
         """`reading` (of the body) within http_read_timeout_s; the edge's and the client's
         interruptions as the project's errors (408, 413, 499)."""
+        with self._body_errors():
+            try:
+                return await asyncio.wait_for(reading, self.settings.http_read_timeout_s)
+            except TimeoutError:
+                limit = self.settings.http_read_timeout_s
+                raise RequestTimeout(f"request body: not received within {limit:g} s") from None
+
+    @contextlib.contextmanager
+    def _body_errors(self):
+        """The edge's and the client's interruptions of a body as the project's errors."""
         try:
-            return await asyncio.wait_for(reading, self.settings.http_read_timeout_s)
-        except TimeoutError:
-            raise RequestTimeout(f"request body: not received within {self.settings.http_read_timeout_s:g} s") from None
+            yield
         except BodyTooLarge:
             raise RequestTooLarge(f"request body: over the limit of {self.max_body} bytes") from None
         except BodyTooSlow:
@@ -304,50 +350,108 @@ class HttpApi:
         return NdjsonResponse(lines())
 
     async def _embed_many(self, request: Request) -> Response:
-        """EmbedMany: a multipart upload of `image` parts (and optionally `request`: the other
-        EmbedRequest fields for all), answered as NDJSON, a line per image in order."""
-        fields = pb.EmbedRequest()
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        """EmbedMany: a multipart upload of `image` parts (after an optional `request` part: the
+        other EmbedRequest fields for all), answered as NDJSON, a line per image in order. The
+        parts are read as the window takes them (http_multipart), so the upload's memory is a
+        few images whatever its size; each image is held to gRPC's message limit
+        (max_request_bytes: RESOURCE_EXHAUSTED for that image alone). An error before the first
+        line is the usual JSON error and status; one after it ends the stream with an
+        {"error": ...} line."""
+        boundary = http_multipart.boundary_of(request.headers.get("content-type", ""))
+        client = CLIENT.get()
         try:
-            if content_type != "multipart/form-data":
+            if boundary is None:
                 raise InvalidInput("EmbedMany: send multipart/form-data, the images as parts named 'image'")
-            with self.uploads.slot():
-                images = await self._received(self._images(request, fields))
             deadline = _deadline(request)
+            self.uploads.enter(client)  # until the body is in
         except SamServeError as exc:
             return _failure(RpcFailure(status_of(exc), str(exc), type(exc)))
-
-        async def requests():
-            for data in images:
-                one = pb.EmbedRequest()
-                one.CopyFrom(fields)
-                one.image = data
-                yield one
+        upload = _Upload(lambda: self.uploads.leave(client))
+        too_large: dict[int, int] = {}  # id() of an image's request -> its size, over the limit
 
         def run(work, one):
+            size = too_large.pop(id(one), None)
+            if size is not None:
+                work.close()  # never started
+                limit = self.settings.max_request_bytes
+                work = _refuse(RequestTooLarge(f"image: {size} bytes, over the limit of {limit} (max_request_bytes)"))
             return run_rpc("EmbedMany", work, self.metrics, self.admission, self.rpcs.model_label(one))
 
-        async def lines():
-            async with contextlib.aclosing(self.rpcs.embed_many(requests(), deadline, run)) as results:
-                async for result in results:
-                    yield await self.engine.run_cpu(http_json.dumps, result) + b"\n"
-
-        return NdjsonResponse(lines())
-
-    async def _images(self, request: Request, fields: pb.EmbedRequest) -> list[bytes]:
-        limit = self.settings.embed_many_max_images
-        form = await self._open_form(request, fields, limit)
+        results = self.rpcs.embed_many(self._embed_requests(request, boundary, upload, too_large), deadline, run)
         try:
-            if fields.image:
-                raise InvalidInput("multipart body: the images are the 'image' parts; 'request' sets no image")
-            parts = form.getlist("image")
-            if not parts or not all(isinstance(p, UploadFile) for p in parts):
+            first = await anext(results)  # an error before it is the answer's status
+        except SamServeError as exc:
+            await results.aclose()
+            upload.close()
+            return _failure(RpcFailure(status_of(exc), str(exc), type(exc)))
+
+        async def lines():
+            try:
+                async with contextlib.aclosing(results):
+                    yield await self.engine.run_cpu(http_json.dumps, first) + b"\n"
+                    async for result in results:
+                        yield await self.engine.run_cpu(http_json.dumps, result) + b"\n"
+                        if upload.gone.is_set():
+                            return  # the client left after its upload: the rest is for nobody
+            except SamServeError as exc:
+                failure = RpcFailure(status_of(exc), str(exc), type(exc))
+                yield error_body(HTTP_STATUS.get(failure.code, 500), failure.code.name, failure.message) + b"\n"
+            finally:
+                upload.close()
+
+        # the body is read by `lines` itself, so no listener may take its messages
+        return NdjsonResponse(lines(), watch_disconnect=False)
+
+    async def _embed_requests(
+        self, request: Request, boundary: bytes, upload: _Upload, too_large: dict[int, int]
+    ) -> AsyncIterator[pb.EmbedRequest]:
+        """EmbedMany's requests, one an 'image' part, as the parts arrive; an image over
+        max_request_bytes is noted in `too_large` (by its request's id()). Leaves the upload's
+        slot when the body is in or fails."""
+        limit, max_bytes = self.settings.embed_many_max_images, self.settings.max_request_bytes
+        fields = pb.EmbedRequest()
+        images, seen_request = 0, False
+        try:
+            body = http_multipart.parts(self._chunks(request), boundary, max_bytes, limit + 1)
+            async with contextlib.aclosing(body):
+                async for part in body:
+                    if part.name == "request" and not images and not seen_request:
+                        seen_request = True
+                        if part.data is None:
+                            raise RequestTooLarge(f"multipart part 'request': over the limit of {max_bytes} bytes")
+                        what = "multipart part 'request'"
+                        await self.engine.run_cpu(
+                            http_json.parse, part.data.decode("utf-8", "replace"), fields, self.budget, what
+                        )
+                        if fields.image:
+                            raise InvalidInput("multipart body: the images are the 'image' parts; 'request' sets none")
+                        continue
+                    if part.name != "image" or part.filename is None:
+                        raise InvalidInput(
+                            f"multipart body: part {part.name!r} where file parts named 'image' were expected "
+                            "(after one optional 'request' part)"
+                        )
+                    images += 1
+                    if images > limit:
+                        raise InvalidInput(f"multipart body: more than {limit} images; at most {limit} a request")
+                    one = pb.EmbedRequest()
+                    one.CopyFrom(fields)
+                    one.image = part.data or b""
+                    if part.data is None or one.ByteSize() > max_bytes:
+                        too_large[id(one)] = part.size if part.data is None else one.ByteSize()
+                    yield one
+            if not images:
                 raise InvalidInput("multipart body: file parts named 'image' are required")
-            if len(parts) > limit:
-                raise InvalidInput(f"multipart body: {len(parts)} images; at most {limit} a request")
-            return [await p.read() for p in parts]
+            upload.received(request)
         finally:
-            await form.close()
+            upload.ended()
+
+    async def _chunks(self, request: Request) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive; its interruptions as the project's errors."""
+        with self._body_errors():
+            async for chunk in request.stream():
+                if chunk:
+                    yield chunk
 
     def _check_size(self, message: Message) -> None:
         """gRPC's receive limit, on the message the body became."""

@@ -60,7 +60,8 @@ class HttpEdge:
     """Pure ASGI middleware. A body over `max_body` is refused from its Content-Length before
     it is read, or as soon as the bytes received pass the limit (BodyTooLarge is raised inside
     the route's read, which answers 413); one that falls below `min_rate` bytes/s after its
-    first BODY_GRACE_S raises BodyTooSlow there (408). A response part the client does not take
+    first BODY_GRACE_S raises BodyTooSlow there (408). The rate counts the time the route waits
+    for the body, not the time it spends working between reads. A response part the client does not take
     within `idle_s` closes the connection (uvicorn has no write timeout), ending the route's work."""
 
     def __init__(
@@ -130,18 +131,21 @@ class HttpEdge:
                 return await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
             received = 0
             complete = False
-            loop = asyncio.get_running_loop()
-            begun = loop.time()
+            waited = 0.0  # time spent waiting for the client's bytes: a route that reads on
+            loop = asyncio.get_running_loop()  # as it works (EmbedMany) holds the client back
 
             async def limited_receive():
-                nonlocal received, complete
+                nonlocal received, complete, waited
                 if complete:  # the body is in: what follows is the disconnect, whenever it comes
                     return await receive()
-                due = begun + BODY_GRACE_S + received / self.min_rate  # the next bytes, to keep the rate
+                due = BODY_GRACE_S + received / self.min_rate - waited  # the next bytes, to keep the rate
+                asked = loop.time()
                 try:
-                    message = await asyncio.wait_for(receive(), max(due - loop.time(), 0.001))
+                    message = await asyncio.wait_for(receive(), max(due, 0.001))
                 except TimeoutError:
                     raise BodyTooSlow from None
+                finally:
+                    waited += loop.time() - asked
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     complete = not message.get("more_body", False)
