@@ -66,13 +66,16 @@ def _prepare_models_repository(specs: list[str], repos: Path) -> Path:
 
 
 async def _serve(settings) -> None:
-    from samserve.devtools.local_servers import start_redis, start_triton
+    from samserve.devtools.embedded_registry import remove_record, stop_stale_servers
+    from samserve.devtools.local_servers import record_servers, start_redis, start_triton
     from samserve.gateway.app import start_gateway
     from samserve.gateway.metrics import Metrics
 
     stack = contextlib.ExitStack()
+    registry = settings.cache_dir / "embedded" if settings.embedded else None
     try:
-        if settings.embedded:
+        if registry is not None:
+            stop_stale_servers(registry)  # what an earlier serve that did not stop cleanly left running
             repo, served = _prepare_repository(settings)
             hint = "For real images: samserve serve --checkpoint sam_vit_b_01ec64.pth --model-type vit_b"
             if served == "default":
@@ -86,8 +89,10 @@ async def _serve(settings) -> None:
                 log.warning("serving a small DEMO model with RANDOM weights: masks are not meaningful. %s", hint)
             redis = start_redis()
             stack.callback(redis.stop)
+            record_servers(registry, [redis])
             triton = start_triton(repo, settings.cache_dir / "logs" / "tritonserver.log", settings.cache_dir)
             stack.callback(triton.stop)
+            record_servers(registry, [redis, triton])
             settings = settings.model_copy(update={"redis_url": redis.url, "triton_url": triton.grpc_url})
             log.info("Triton log: %s", triton.log_path)
         metrics = Metrics()
@@ -113,6 +118,8 @@ async def _serve(settings) -> None:
         await gateway.stop()
     finally:
         stack.close()
+        if registry is not None:  # only once every server stopped: one that did not stays on record
+            remove_record(registry)
 
 
 def _settings_from(args):

@@ -1,7 +1,9 @@
 """Local `redis-server` and `tritonserver` processes: what `samserve serve` starts for the
 embedded default (SAMSERVE_EMBEDDED) and the servers the test suite starts. Loopback only,
 free ports, own process groups; each is sent SIGTERM when the thread that started it dies,
-however it dies (kill -9, the OOM killer, a native crash), so none is left holding its port."""
+however it dies (kill -9, the OOM killer, a native crash), so none is left holding its port.
+`samserve serve` also records what it runs (`record_servers`, embedded_registry), so that a
+start finds, reports and stops any server an earlier one left behind all the same."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from samserve.devtools.embedded_registry import server_record, write_record
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -66,6 +70,11 @@ class ManagedProcess:
     proc: subprocess.Popen
     log_path: Path | None = None
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """Its listening ports by role."""
+        return {}
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
         if self.proc.poll() is not None:
@@ -88,6 +97,10 @@ class ManagedProcess:
 @dataclass
 class RedisServer(ManagedProcess):
     port: int = 0
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"port": self.port}
 
     @property
     def url(self) -> str:
@@ -142,6 +155,14 @@ def start_redis(
     return server
 
 
+def record_servers(directory: Path, servers: list[ManagedProcess]) -> Path | None:
+    """Records `servers` (those still running) as this process's embedded servers, replacing
+    its earlier record: what a later start reads should this process end without stopping
+    them (embedded_registry.stop_stale_servers). None where processes cannot be named (no /proc)."""
+    records = [server_record(s.name, s.proc.pid, s.ports) for s in servers if s.proc.poll() is None]
+    return write_record(directory, [r for r in records if r is not None])
+
+
 def pytriton_dir() -> Path:
     """The tritonserver distribution inside the nvidia-pytriton wheel."""
     site = Path(sysconfig.get_paths()["purelib"])
@@ -172,6 +193,10 @@ class TritonServer(ManagedProcess):
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port}
 
     @property
     def grpc_url(self) -> str:
