@@ -87,13 +87,17 @@ async def _serve(settings) -> None:
                 )
             elif served == "random":
                 log.warning("serving a small DEMO model with RANDOM weights: masks are not meaningful. %s", hint)
-            redis = start_redis()
+            redis = start_redis()  # the embedding cache: allkeys-lru
             stack.callback(redis.stop)
             record_servers(registry, [redis])
+            state = start_redis(maxmemory="256mb", extra_args=["--maxmemory-policy", "noeviction"])
+            stack.callback(state.stop)  # locks and kept logits: never evicted
+            record_servers(registry, [redis, state])
             triton = start_triton(repo, settings.cache_dir / "logs" / "tritonserver.log", settings.cache_dir)
             stack.callback(triton.stop)
-            record_servers(registry, [redis, triton])
-            settings = settings.model_copy(update={"redis_url": redis.url, "triton_url": triton.grpc_url})
+            record_servers(registry, [redis, state, triton])
+            urls = {"redis_url": redis.url, "state_redis_url": state.url, "triton_url": triton.grpc_url}
+            settings = settings.model_copy(update=urls)
             log.info("Triton log: %s", triton.log_path)
         metrics = Metrics()
         if settings.metrics_enabled:
