@@ -5,6 +5,7 @@ costs one more call, with the embedding read from Redis; a key of another model 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -102,3 +103,85 @@ def test_an_embedding_sent_is_the_one_used_and_replaces_the_one_held(triton_serv
     assert not np.allclose(with_a, with_b)
     np.testing.assert_array_equal(_decode_directly(url, key, b, served_model_id), with_b)
     np.testing.assert_array_equal(_decode_directly(url, key, None, served_model_id), with_b)  # the key alone
+
+
+HELD = 3  # embeddings the decoder below holds
+EMBEDDING_BYTES = 256 * 16 * 16 * 4  # the suite's model, held as float32
+
+
+@pytest.fixture
+def small_decoder_triton(model_repository, cache_dir, tmp_path):
+    """The suite's repository with a decoder that holds HELD embeddings; the encoder's config
+    keeps its own (large) figure, which must not be the one believed."""
+    import shutil
+
+    from samserve.devtools.local_servers import start_triton
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repository, repo)
+    config = repo / "sam_decoder" / "config.pbtxt"
+    budget = 'key: "resident_embedding_bytes" value { string_value: "%s" }'
+    text = config.read_text()
+    assert budget % (512 << 20) in text
+    config.write_text(text.replace(budget % (512 << 20), budget % (HELD * EMBEDDING_BYTES)))
+    server = start_triton(repo, tmp_path / "triton.log", cache_dir)
+    yield server
+    server.stop()
+
+
+def _decoder_calls(url: str) -> int:
+    """sam_decoder's requests, answered or refused (a NOT_RESIDENT answer is a failed one)."""
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(url)
+
+    def read() -> int:
+        s = client.get_inference_statistics("sam_decoder").model_stats[0]
+        return int(s.inference_stats.success.count) + int(s.inference_stats.fail.count)
+
+    last = read()  # Triton counts a request after its response: read until the count holds still
+    while (now := (time.sleep(0.15), read())[1]) != last:
+        last = now
+    return now
+
+
+def _redis_gets(url: str) -> int:
+    return int(redis.Redis.from_url(url).info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_round_robin_clicks_cost_one_decoder_call_each_whether_or_not_the_images_fit(
+    small_decoder_triton, redis_server
+):
+    """The gateway believes no more than the decoder's own budget holds: clicks round-robin over
+    the HELD images that fit are one decoder call each with no Redis read, and over HELD + 1
+    (least recently used out: every one a miss) still one call each, the embedding read and sent
+    at once, never a key-only call answered NOT_RESIDENT first."""
+    from samserve.client import SamClient
+    from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
+
+    url = small_decoder_triton.grpc_url
+    gw = GatewayThread(gateway_settings(small_decoder_triton.grpc_url, redis_server.url))
+    try:
+        with SamClient(gw.target, timeout_s=60) as c:
+            ids = [c.embed(png_image(96, 128, 8200 + i)).image_id for i in range(HELD + 1)]
+
+            def per_click(images: list[str], rounds: int = 3) -> tuple[float, float]:
+                for image_id in images:  # warm: the decoder holds what fits
+                    c.segment(image_id=image_id, prompts=CLICK[:1])
+                calls, gets = _decoder_calls(url), _redis_gets(redis_server.url)
+                for _ in range(rounds):
+                    for image_id in images:
+                        c.segment(image_id=image_id, prompts=CLICK[:1])
+                clicks = rounds * len(images)
+                return (
+                    (_decoder_calls(url) - calls) / clicks,
+                    (_redis_gets(redis_server.url) - gets) / clicks,
+                )
+
+            fit_calls, fit_reads = per_click(ids[:HELD])
+            over_calls, over_reads = per_click(ids)
+    finally:
+        gw.stop()
+    print(f"decoder calls a click: {fit_calls:.2f} over {HELD} images, {over_calls:.2f} over {HELD + 1}")
+    assert (fit_calls, fit_reads) == (1.0, 0.0)
+    assert over_calls == 1.0 and over_reads >= 1.0
