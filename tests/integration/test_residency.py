@@ -140,9 +140,12 @@ def _decoder_calls(url: str) -> int:
         return int(s.inference_stats.success.count) + int(s.inference_stats.fail.count)
 
     last = read()  # Triton counts a request after its response: read until the count holds still
-    while (now := (time.sleep(0.15), read())[1]) != last:
+    while True:
+        time.sleep(0.15)
+        now = read()
+        if now == last:
+            return now
         last = now
-    return now
 
 
 def _redis_gets(url: str) -> int:
