@@ -175,6 +175,14 @@ def test_a_client_is_its_token_where_tokens_are_checked(triton_server, redis_ser
             a = httpx.get(gw.http_url + "/v1/models", headers={"authorization": "Bearer tok-a"})
             b = httpx.get(gw.http_url + "/v1/models", headers={"authorization": "Bearer tok-b"})
             assert (a.status_code, b.status_code) == (429, 200)
+            # over gRPC the client is the token the interceptor checked (the first), not a later one
+            with grpc.insecure_channel(gw.target) as channel:
+                stub = pb_grpc.SegmentAnythingStub(channel)
+                for extra in ("Bearer anything-else", "Bearer tok-b"):
+                    metadata = [("authorization", "Bearer tok-a"), ("authorization", extra)]
+                    with pytest.raises(grpc.RpcError) as err:
+                        stub.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=10)
+                    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
         finally:
             for s in socks:
                 s.close()
@@ -209,5 +217,30 @@ def test_a_body_still_arriving_takes_no_request_slot_and_a_dribbled_one_is_refus
         assert b"http_min_body_rate" in answer
         sock.close()
         assert gw.metric("samserve_requests_total", {"method": "Embed", "code": "DEADLINE_EXCEEDED"}) >= 1
+    finally:
+        gw.stop()
+
+
+def test_bytes_sent_early_buy_no_long_silence(triton_server, redis_server):
+    """A body that keeps the rate on average but then stops is refused once its pause passes
+    BODY_MAX_PAUSE_S, not after the minutes its early bytes would have bought."""
+    from samserve.gateway.transport.http_edge import BODY_MAX_PAUSE_S
+
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url, http_min_body_rate=1024))
+    host, port = gw.http_url.removeprefix("http://").split(":")
+    try:
+        sock = socket.create_connection((host, int(port)))
+        head = f"POST /v1/embed HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        head += "content-length: 2000000\r\n\r\n"
+        sock.sendall(head.encode() + b'{"image": "' + b"A" * 500_000)  # ~8 minutes of credit at 1 KiB/s
+        started = time.monotonic()
+        sock.settimeout(3 * BODY_MAX_PAUSE_S)
+        answer = b""
+        while not answer.endswith(b"}}"):
+            answer += sock.recv(65536)
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert BODY_MAX_PAUSE_S - 1 < waited < 2 * BODY_MAX_PAUSE_S, waited
+        sock.close()
     finally:
         gw.stop()

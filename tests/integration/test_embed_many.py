@@ -14,6 +14,7 @@ import time
 
 import httpx
 import jsonschema
+import numpy as np
 
 from samserve.client import SamClient
 from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
@@ -122,6 +123,14 @@ def _part(name: str, data: bytes, filename: str | None = None) -> bytes:
 BOUNDARY = "samserve-test-boundary"
 
 
+def _noise_png(rng, side: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
 def test_http_embed_many_answers_while_the_upload_goes_on_and_holds_each_image_to_the_limit(
     triton_server, redis_server, fresh_seed
 ):
@@ -130,23 +139,24 @@ def test_http_embed_many_answers_while_the_upload_goes_on_and_holds_each_image_t
     refused alone (RESOURCE_EXHAUSTED), as gRPC refuses such a message."""
     import http.client
 
-    import numpy as np
-    from PIL import Image
+    from samserve.gateway.transport.http_api import max_body_bytes
 
     rng = np.random.default_rng(fresh_seed)
-    noise = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)).save(noise, format="PNG")
-    big = noise.getvalue()
+    big = _noise_png(rng, 320)
     limit = 200 * 1024
     assert len(big) > limit
     small = [png_image(64, 80, fresh_seed * 100 + i) for i in range(3)]
     head = _part("request", b'{"model": ""}') + _part("image", small[0], "0.png")
-    rest = _part("image", big, "1.png") + _part("image", small[1], "2.png") + _part("image", small[2], "3.png")
-    rest += f"--{BOUNDARY}--\r\n".encode()
+    # more than the whole-body limit of other routes (max_body_bytes), each part under its own
+    middle = [_noise_png(rng, 220) for _ in range(8)]
+    rest = _part("image", big, "1.png") + _part("image", small[1], "2.png")
+    rest += b"".join(_part("image", m, f"m{i}.png") for i, m in enumerate(middle))
+    rest += _part("image", small[2], "3.png") + f"--{BOUNDARY}--\r\n".encode()
     cut = len(f"--{BOUNDARY}\r\n")  # a part is complete once the next delimiter has come
     head, rest = head + rest[:cut], rest[cut:]
     # the client below waits for a line before sending on: a rate of 1 B/s lets it
     settings = gateway_settings(triton_server.grpc_url, redis_server.url, max_request_bytes=limit, http_min_body_rate=1)
+    assert len(head) + len(rest) > max_body_bytes(settings)
     gw = GatewayThread(settings)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", gw.gateway.http_port, timeout=60)
@@ -164,8 +174,8 @@ def test_http_embed_many_answers_while_the_upload_goes_on_and_holds_each_image_t
         conn.close()
     finally:
         gw.stop()
-    assert [x["index"] for x in lines] == [1, 2, 3]
-    assert [x["status"] for x in lines] == ["RESOURCE_EXHAUSTED", "OK", "OK"]
+    assert [x["index"] for x in lines] == list(range(1, 12))
+    assert [x["status"] for x in lines] == ["RESOURCE_EXHAUSTED"] + ["OK"] * 10
     assert "max_request_bytes" in lines[0]["message"] and str(limit) in lines[0]["message"]
 
 

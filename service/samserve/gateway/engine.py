@@ -595,9 +595,18 @@ class SamEngine:
         come back with another set), and every MODELS_RECHECK_S (a repository replaced under a
         Triton that never went not-ready). not_ready says why it is not."""
         try:
-            stale = time.monotonic() - self._loaded_at > MODELS_RECHECK_S
-            if self._models is None or stale or not await self.triton.ready(list(self._models.values())):
-                await self._load_models()
+            known = self._models is not None and await self.triton.ready(list(self._models.values()))
+            if not known or time.monotonic() - self._loaded_at > MODELS_RECHECK_S:
+                try:
+                    await self._load_models()
+                except IncompatibleRepository:
+                    raise
+                except Exception as exc:
+                    if not known:
+                        raise
+                    # a periodic recheck that failed once (a slow config read): the models known
+                    # are ready, so serving goes on and the next check reads them again
+                    log.info("rereading Triton's models failed (%s); the models known are ready", exc)
             assert self._models is not None
             ready = await self.triton.ready(list(self._models.values()))
             self.not_ready = None if ready else "Triton's models are not ready"

@@ -21,16 +21,22 @@ def bearer_valid(header: object, tokens: list[bytes]) -> bool:
     return any([hmac.compare_digest(given, t) for t in tokens])
 
 
+def authorization(metadata) -> str:
+    """The first 'authorization' value of gRPC metadata ('' if none): the one the interceptor
+    checks, and so the one that names the client (a later one could be anything)."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value
+    return ""
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: list[str], on_denied=lambda: None) -> None:
         self._tokens = [t.encode() for t in tokens]
         self._on_denied = on_denied
 
     def _authorized(self, metadata) -> bool:
-        for key, value in metadata or ():
-            if key == "authorization":
-                return bearer_valid(value, self._tokens)
-        return False
+        return bearer_valid(authorization(metadata), self._tokens)
 
     async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(OPEN_PREFIXES) or self._authorized(

@@ -32,7 +32,7 @@ from samserve.gateway.request_id import CLIENT
 from samserve.gateway.settings import Settings
 from samserve.gateway.transport import http_json, http_multipart, openapi
 from samserve.gateway.transport.health import HealthWatch
-from samserve.gateway.transport.http_edge import BodyTooLarge, BodyTooSlow, HttpEdge, error_body
+from samserve.gateway.transport.http_edge import BodyTooLarge, BodyTooSlow, ClientStalled, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream, status_of
 from samserve.v1 import samserve_pb2 as pb
@@ -67,11 +67,15 @@ class NdjsonResponse(StreamingResponse):
     """A stream of lines whose generator is closed however the response ends (the client gone,
     or stalled and cut off by the edge): its RPC's slot is freed then, not when it is collected.
     watch_disconnect=False: no listener reads the request meanwhile (the lines read the body as
-    they go, and watch for the client leaving themselves)."""
+    they go, and watch for the client leaving themselves). `cleanup` runs after, however it
+    ended: the lines may never have started (their own `finally` then never runs)."""
 
-    def __init__(self, lines, watch_disconnect: bool = True) -> None:
+    def __init__(
+        self, lines, watch_disconnect: bool = True, cleanup: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         super().__init__(lines, media_type="application/x-ndjson")
         self.watch_disconnect = watch_disconnect
+        self.cleanup = cleanup
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -81,6 +85,8 @@ class NdjsonResponse(StreamingResponse):
                 await self.stream_response(send)
         finally:
             await self.body_iterator.aclose()
+            if self.cleanup is not None:
+                await self.cleanup()
 
 
 class _Upload:
@@ -185,7 +191,14 @@ class HttpApi:
         app = Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_error})
         s = self.settings
         return HttpEdge(
-            app, self.metrics, known, self.max_body, s.tokens(), s.stream_idle_timeout_s, s.http_min_body_rate
+            app,
+            self.metrics,
+            known,
+            self.max_body,
+            s.tokens(),
+            s.stream_idle_timeout_s,
+            s.http_min_body_rate,
+            streamed=frozenset({openapi.EMBED_MANY}),
         )
 
     async def _page(self, request: Request) -> Response:
@@ -347,7 +360,7 @@ class HttpApi:
                 except RpcFailure as failure:
                     yield error_body(HTTP_STATUS.get(failure.code, 500), failure.code.name, failure.message) + b"\n"
 
-        return NdjsonResponse(lines())
+        return NdjsonResponse(lines(), cleanup=stream.aclose)
 
     async def _embed_many(self, request: Request) -> Response:
         """EmbedMany: a multipart upload of `image` parts (after an optional `request` part: the
@@ -399,8 +412,12 @@ class HttpApi:
             finally:
                 upload.close()
 
+        async def cleanup() -> None:
+            await results.aclose()
+            upload.close()
+
         # the body is read by `lines` itself, so no listener may take its messages
-        return NdjsonResponse(lines(), watch_disconnect=False)
+        return NdjsonResponse(lines(), watch_disconnect=False, cleanup=cleanup)
 
     async def _embed_requests(
         self, request: Request, boundary: bytes, upload: _Upload, too_large: dict[int, int]
@@ -532,6 +549,8 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ClientStalled):  # the edge cut a client off: said there, no error of ours
+        return Response(status_code=499)
     request_id = uuid.uuid4().hex[:12]
     log.error(
         "HTTP %s %s (request id %s) failed unexpectedly", request.method, request.url.path, request_id, exc_info=exc

@@ -50,6 +50,8 @@ class ClientStalled(Exception):
 
 # a body's first seconds are free of the rate (a connection's start, a phone waking its radio)
 BODY_GRACE_S = 2.0
+# and bytes sent early buy no long silence later: the next ones are due within this at most
+BODY_MAX_PAUSE_S = 10.0
 
 
 def error_body(http: int, status: str, message: str) -> bytes:
@@ -60,8 +62,9 @@ class HttpEdge:
     """Pure ASGI middleware. A body over `max_body` is refused from its Content-Length before
     it is read, or as soon as the bytes received pass the limit (BodyTooLarge is raised inside
     the route's read, which answers 413); one that falls below `min_rate` bytes/s after its
-    first BODY_GRACE_S raises BodyTooSlow there (408). The rate counts the time the route waits
-    for the body, not the time it spends working between reads. A response part the client does not take
+    first BODY_GRACE_S, or pauses past BODY_MAX_PAUSE_S, raises BodyTooSlow there (408). The
+    rate counts the time the route waits for the body, not the time it spends working between
+    reads. A response part the client does not take
     within `idle_s` closes the connection (uvicorn has no write timeout), ending the route's work."""
 
     def __init__(
@@ -73,10 +76,14 @@ class HttpEdge:
         tokens: list[str],
         idle_s: float = 30.0,
         min_rate: float = 32 * 1024,
+        streamed: frozenset[str] = frozenset(),
     ) -> None:
+        """streamed: routes that read their body part by part as they use it (EmbedMany), with
+        limits of their own on each part: no whole-body limit here, the rate still."""
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.streamed = streamed
         self.max_body = max_body
         self.tokens = [t.encode() for t in tokens]
         self.idle_s = idle_s
@@ -107,8 +114,7 @@ class HttpEdge:
                 status[0] = message["status"]
                 extra = SECURITY_HEADERS + ([(b"cache-control", b"no-cache")] if route == "/static" else [])
                 message["headers"] = list(message.get("headers", [])) + extra
-                return await send(message)
-            try:  # uvicorn's send waits while the client's socket buffer is full
+            try:  # uvicorn's send waits while the client's socket buffer is full (the start's too)
                 await asyncio.wait_for(send(message), self.idle_s)
             except TimeoutError:
                 _close(send)
@@ -126,8 +132,9 @@ class HttpEdge:
                 message = "missing or invalid credentials: send header 'Authorization: Bearer <token>'"
                 body = error_body(401, "UNAUTHENTICATED", message)
                 return await _answer(send_with_headers, 401, body, [(b"www-authenticate", b"Bearer"), CLOSE])
+            max_body = None if path in self.streamed else self.max_body
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            if max_body is not None and length is not None and length.isdigit() and int(length) > max_body:
                 return await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
             received = 0
             complete = False
@@ -138,7 +145,8 @@ class HttpEdge:
                 nonlocal received, complete, waited
                 if complete:  # the body is in: what follows is the disconnect, whenever it comes
                     return await receive()
-                due = BODY_GRACE_S + received / self.min_rate - waited  # the next bytes, to keep the rate
+                # the next bytes, to keep the rate on average and pause no longer than BODY_MAX_PAUSE_S
+                due = min(BODY_GRACE_S + received / self.min_rate - waited, BODY_MAX_PAUSE_S)
                 asked = loop.time()
                 try:
                     message = await asyncio.wait_for(receive(), max(due, 0.001))
@@ -149,7 +157,7 @@ class HttpEdge:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     complete = not message.get("more_body", False)
-                    if received > self.max_body:
+                    if max_body is not None and received > max_body:
                         raise BodyTooLarge
                 return message
 

@@ -119,7 +119,7 @@ async def parts(
 ) -> AsyncIterator[Part]:
     """The body's parts in order, each as soon as it is complete. A part over `max_part_bytes`
     comes with data None; more than `max_parts` parts, malformed multipart or a body that ends
-    before its closing boundary: InvalidInput."""
+    before its closing boundary: InvalidInput. Nothing after the closing boundary is read."""
     state = _Parts(max_part_bytes, max_parts)
     try:
         parser = MultipartParser(boundary, state.callbacks())
@@ -132,6 +132,8 @@ async def parts(
             raise InvalidInput(f"multipart body: not valid multipart/form-data ({exc})") from None
         while state.done:
             yield state.done.popleft()
+        if state.ended:
+            return  # what follows the closing boundary is not read (it could go on for ever)
     try:
         parser.finalize()
     except FormParserError as exc:

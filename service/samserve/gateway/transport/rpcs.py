@@ -91,7 +91,7 @@ class Rpcs:
         s = self.engine.settings
         # each image in flight takes a request slot: a window over the gateway's limit would
         # only refuse its own images
-        window = asyncio.Semaphore(min(s.embed_many_window, s.max_concurrent_requests))
+        window = asyncio.Semaphore(min(s.embed_many_window, s.max_concurrent_requests, s.max_requests_per_client))
         order: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
 
         async def one(index: int, request: pb.EmbedRequest) -> pb.EmbedManyResult:

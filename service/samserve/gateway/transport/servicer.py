@@ -11,6 +11,7 @@ import grpc
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.request_id import CLIENT, client_key, grpc_address
+from samserve.gateway.transport.auth import authorization
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
@@ -50,8 +51,7 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
         """The client whose share of the slots this RPC takes: its (checked) token, else its address."""
         token = None
         if self.by_token:
-            header = dict(context.invocation_metadata() or ()).get("authorization", "")
-            token = header.removeprefix("Bearer ").strip() or None
+            token = authorization(context.invocation_metadata()).removeprefix("Bearer ").strip() or None
         CLIENT.set(client_key(token, grpc_address(context.peer() or "")))
 
     async def GenerateMasksStream(self, request, context: grpc.aio.ServicerContext):
