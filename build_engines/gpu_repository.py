@@ -246,54 +246,58 @@ def write_gpu_repositories(
     limits = limits or EngineLimits()
     check_model_names([n for n, _ in models])
     tmp = partial_dir(out)
-    timing_cache = out.with_name(out.name + ".timing-cache")
-    infos = {}
-    for i, (name, loaded) in enumerate(models):
-        prefix = model_prefix(name)
-        for model, text in gpu_configs(loaded, limits, name, default=i == 0).items():
-            (tmp / model / "1").mkdir(parents=True)
-            (tmp / model / "config.pbtxt").write_text(text)
-        for model in (ENCODER, DECODER, AMG_GENERATE):
-            shutil.copy(CHECKED_IN / model / "1" / "model.py", tmp / (prefix + model) / "1" / "model.py")
-        plans = {core: tmp / (prefix + core) / "1" / "model.plan" for core in (ENCODER_CORE, DECODER_CORE)}
-        for plan in plans.values():  # candidates for reuse; build_engine decides
-            for suffix in (".plan", ".json"):
-                old = out / plan.relative_to(tmp).with_suffix(suffix)
-                if old.is_file():
-                    shutil.copy(old, plan.with_suffix(suffix))
-        s = loaded.img_size
-        channels = model_info(loaded, "gpu").embedding_channels
-        served = served_model_id(loaded.model_id, "gpu")
-        with tempfile.TemporaryDirectory() as work:
-            encoder_onnx, decoder_onnx = export_models(loaded, Path(work) / "encoder", Path(work) / "decoder")
-            onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance, loaded.family)
-            metas = {
-                ENCODER_CORE: build_engine(
-                    encoder_onnx,
-                    plans[ENCODER_CORE],
-                    encoder_profile(s, limits),
-                    served,
-                    fp32_layer_types,
-                    timing_cache,
-                ),
-                DECODER_CORE: build_engine(
-                    decoder_onnx,
-                    plans[DECODER_CORE],
-                    decoder_profile(s, limits, channels),
-                    served,
-                    fp32_layer_types,
-                    timing_cache,
-                ),
+    try:
+        timing_cache = out.with_name(out.name + ".timing-cache")
+        infos = {}
+        for i, (name, loaded) in enumerate(models):
+            prefix = model_prefix(name)
+            for model, text in gpu_configs(loaded, limits, name, default=i == 0).items():
+                (tmp / model / "1").mkdir(parents=True)
+                (tmp / model / "config.pbtxt").write_text(text)
+            for model in (ENCODER, DECODER, AMG_GENERATE):
+                shutil.copy(CHECKED_IN / model / "1" / "model.py", tmp / (prefix + model) / "1" / "model.py")
+            plans = {core: tmp / (prefix + core) / "1" / "model.plan" for core in (ENCODER_CORE, DECODER_CORE)}
+            for plan in plans.values():  # candidates for reuse; build_engine decides
+                for suffix in (".plan", ".json"):
+                    old = out / plan.relative_to(tmp).with_suffix(suffix)
+                    if old.is_file():
+                        shutil.copy(old, plan.with_suffix(suffix))
+            s = loaded.img_size
+            channels = model_info(loaded, "gpu").embedding_channels
+            served = served_model_id(loaded.model_id, "gpu")
+            with tempfile.TemporaryDirectory() as work:
+                encoder_onnx, decoder_onnx = export_models(loaded, Path(work) / "encoder", Path(work) / "decoder")
+                onnx_report = verify(loaded.sam, encoder_onnx, decoder_onnx, tolerance, loaded.family)
+                metas = {
+                    ENCODER_CORE: build_engine(
+                        encoder_onnx,
+                        plans[ENCODER_CORE],
+                        encoder_profile(s, limits),
+                        served,
+                        fp32_layer_types,
+                        timing_cache,
+                    ),
+                    DECODER_CORE: build_engine(
+                        decoder_onnx,
+                        plans[DECODER_CORE],
+                        decoder_profile(s, limits, channels),
+                        served,
+                        fp32_layer_types,
+                        timing_cache,
+                    ),
+                }
+            accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE], family=loaded.family)
+            infos[name] = {
+                **model_parameters(loaded, "gpu", name=name, default=i == 0),
+                "onnx_verification": asdict(onnx_report),
+                "engines": {core: json.loads(m.to_json()) for core, m in metas.items()},
+                "engine_accuracy": asdict(accuracy),
             }
-        accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE], family=loaded.family)
-        infos[name] = {
-            **model_parameters(loaded, "gpu", name=name, default=i == 0),
-            "onnx_verification": asdict(onnx_report),
-            "engines": {core: json.loads(m.to_json()) for core, m in metas.items()},
-            "engine_accuracy": asdict(accuracy),
-        }
-    info = build_info("gpu", infos, inputs, limits=asdict(limits))
-    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    replace_dir(tmp, out)
+        info = build_info("gpu", infos, inputs, limits=asdict(limits))
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:  # a failed build leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("wrote GPU model repository for %s to %s", ", ".join(m.model_id for _, m in models), out)
     return out

@@ -192,22 +192,26 @@ def write_cpu_repositories(
     names = [n for n, _ in models]
     check_model_names(names)
     tmp = partial_dir(out)
-    infos = {}
-    for i, (name, loaded) in enumerate(models):
-        prefix = model_prefix(name)
-        params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0)
-        info = model_info(loaded, "cpu", name, default=i == 0)
-        for model in MODELS:
-            folder = tmp / (prefix + model)
-            shutil.copytree(CHECKED_IN / model, folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-            config = folder / "config.pbtxt"
-            text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
-            config.write_text(text + parameters_block(params))
-        encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
-        report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
-        infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
-    info = build_info("cpu", infos, inputs, tolerance=tolerance)
-    (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    replace_dir(tmp, out)  # a half-written repository is never left under the final name
+    try:
+        infos = {}
+        for i, (name, loaded) in enumerate(models):
+            prefix = model_prefix(name)
+            params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0)
+            info = model_info(loaded, "cpu", name, default=i == 0)
+            for model in MODELS:
+                folder = tmp / (prefix + model)
+                shutil.copytree(CHECKED_IN / model, folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
+                config = folder / "config.pbtxt"
+                text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
+                config.write_text(text + parameters_block(params))
+            encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
+            report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
+            infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
+        info = build_info("cpu", infos, inputs, tolerance=tolerance)
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        replace_dir(tmp, out)  # a half-written repository is never left under the final name
+    except BaseException:  # a failed build leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("wrote CPU model repository for %s to %s", ", ".join(loaded.model_id for _, loaded in models), out)
     return out

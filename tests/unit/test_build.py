@@ -191,3 +191,12 @@ def test_if_stale_keys_on_the_checkpoints_bytes_and_concurrent_builders_take_tur
     with caplog.at_level(logging.INFO, logger="build_engines"):
         main(["--if-stale", "--out", str(first), "--models-file", str(models)])
     assert "is current" not in caplog.text and built_inputs(first) == built_inputs(second)
+
+
+def test_a_failed_build_leaves_no_partial_directory(tmp_path):
+    from build_engines.repository import write_cpu_repository
+
+    out = tmp_path / "engines" / "repo"
+    with pytest.raises(VerificationError):
+        write_cpu_repository(build_small_sam(seed=4), out, tolerance=-1.0)  # no export can pass
+    assert list(out.parent.iterdir()) == []
