@@ -179,6 +179,8 @@ async def run_stream(
     async with contextlib.aclosing(items), rpc_scope(method, metrics, admission, model):
         ends = None if max_s is None else asyncio.get_running_loop().time() + max_s
         while True:
+            if ends is not None and asyncio.get_running_loop().time() >= ends:  # messages made at once
+                raise DeadlineExceeded(f"the stream ran past {max_s:g} s, the longest one may (stream_max_s)")
             limit = asyncio.timeout_at(ends)  # the wait for the next message, not its write
             try:
                 async with limit:
