@@ -264,7 +264,7 @@ class HttpApi:
         try:
             with self.uploads.slot():
                 if content_type == "multipart/form-data" and "image" in cls.DESCRIPTOR.fields_by_name:
-                    await self._received(self._parsed_form(request, 1))
+                    await self._received(self._parsed_form(request))
                 else:
                     await self._received(request.body())
         except SamServeError as exc:
@@ -274,19 +274,19 @@ class HttpApi:
             return _failure(failure)
         return None
 
-    async def _parsed_form(self, request: Request, max_images: int) -> FormData:
+    async def _parsed_form(self, request: Request) -> FormData:
         """Starlette's form of the request (parsed once, then kept on the request)."""
         try:
-            return await request.form(max_files=max_images + 1, max_fields=1, max_part_size=self.max_body)
+            return await request.form(max_files=2, max_fields=1, max_part_size=self.max_body)
         except MultiPartException as exc:
             raise InvalidInput(f"multipart body: {exc.message}") from None
         except HTTPException as exc:  # Starlette's wrapping of the parser's errors
             raise InvalidInput(f"multipart body: {exc.detail}") from None
 
-    async def _open_form(self, request: Request, message: Message, max_images: int) -> FormData:
+    async def _open_form(self, request: Request, message: Message) -> FormData:
         """The multipart form: 'image' part(s) and optionally 'request' (the message's other
         fields as JSON, read into `message`). The caller closes the form."""
-        form = await self._parsed_form(request, max_images)
+        form = await self._parsed_form(request)
         try:
             extra = sorted(set(form.keys()) - {"image", "request"})
             if extra:
@@ -302,7 +302,7 @@ class HttpApi:
         return form
 
     async def _form(self, request: Request, message: Message) -> Message:
-        form = await self._open_form(request, message, 1)
+        form = await self._open_form(request, message)
         try:
             if len(form.getlist("image")) > 1:
                 raise InvalidInput("multipart body: one part named 'image', got several")
