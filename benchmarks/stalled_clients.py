@@ -668,21 +668,22 @@ def print_timeline(samples, base: dict[str, float], clicks: list[Click], started
         print(cells + f" {len(mine):6d} {sum(c.status != 'OK' for c in mine):6d}")
 
 
+def by_label(counts: dict[str, float], metric: str, selector: str, label: str) -> dict[str, float]:
+    """The non-zero samples of `metric` whose labels include `selector`, by the value of `label`."""
+    return {
+        k.split(f'{label}="')[1].split('"')[0]: v
+        for k, v in counts.items()
+        if k.startswith(metric + "{") and selector in k and v
+    }
+
+
 def print_counts(counts: dict[str, float]) -> None:
     print("\nthe gateway's counts, the whole run:")
     for method in ("GenerateMasksStream", "Segment"):
-        codes = {
-            k.split('code="')[1].split('"')[0]: v
-            for k, v in counts.items()
-            if k.startswith("samserve_requests_total{") and f'method="{method}"' in k and v
-        }
+        codes = by_label(counts, "samserve_requests_total", f'method="{method}"', "code")
         print(f"  {method}: " + ", ".join(f"{c} {v:.0f}" for c, v in sorted(codes.items())))
     for route in ("/v1/segment", "/v1/generate_masks_stream"):
-        statuses = {
-            k.split('status="')[1].split('"')[0]: v
-            for k, v in counts.items()
-            if k.startswith("samserve_http_requests_total{") and f'route="{route}"' in k and v
-        }
+        statuses = by_label(counts, "samserve_http_requests_total", f'route="{route}"', "status")
         print(f"  HTTP {route}: " + ", ".join(f"{s} {v:.0f}" for s, v in sorted(statuses.items())))
     if any(k.startswith("samserve_stalled_clients_total") for k in counts):
         grpc_n = total(counts, "samserve_stalled_clients_total", transport="grpc")
