@@ -98,3 +98,32 @@ def trained_gateway(redis_server, cache_dir, tmp_path_factory):
     finally:
         gw.stop()
         triton.stop()
+
+
+_session_status = [0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _session_status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """A thread that a failed test left running must not keep the run from ending: CI waits for
+    the process, and a client thread looping on a torn-down gateway never stops. Waits a little
+    for such threads, then says which are left and exits with the run's own status."""
+    import sys
+    import threading
+    import time
+
+    def left() -> list[threading.Thread]:
+        main = threading.main_thread()
+        return [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+
+    deadline = time.monotonic() + 10
+    for t in left():
+        t.join(max(0.0, deadline - time.monotonic()))
+    if still := left():
+        sys.stdout.flush()
+        sys.stderr.write(f"threads left running by the tests, not waited for: {[t.name for t in still]}\n")
+        sys.stderr.flush()
+        os._exit(_session_status[0] or 1)

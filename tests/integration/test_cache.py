@@ -151,7 +151,7 @@ def test_requests_succeed_without_redis_and_caching_resumes(own_redis_gateway, t
     with SamClient(gw.target) as c:
         assert not c.embed(data).cached
         assert c.embed(data).cached
-        workers = [threading.Thread(target=load) for _ in range(3)]
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
         for w in workers:
             w.start()
         time.sleep(0.5)

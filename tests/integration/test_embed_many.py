@@ -57,7 +57,7 @@ def test_the_servers_window_bounds_the_work_in_flight(triton_server, redis_serve
             peak[0] = max(peak[0], gw.metric("samserve_requests_in_flight"))
             time.sleep(0.002)
 
-    watcher = threading.Thread(target=watch)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
         with SamClient(gw.target) as c:

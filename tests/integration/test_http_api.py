@@ -362,7 +362,7 @@ def test_concurrent_http_requests_are_served(http):
         with httpx.Client(base_url=str(http.base_url), timeout=120) as c:
             results.append(c.post("/v1/segment", json={"image_id": image_id, "prompts": PROMPTS}).status_code)
 
-    threads = [threading.Thread(target=one) for _ in range(8)]
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

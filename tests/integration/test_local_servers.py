@@ -14,7 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from samserve.devtools.embedded_registry import record_path, stop_stale_servers
+from samserve.devtools.local_servers import _dies_with_parent
 
 STARTER = """
 import sys, time
@@ -34,6 +37,7 @@ def _alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.skipif(not _dies_with_parent(), reason="no util-linux setpriv here to set the parent-death signal")
 def test_a_server_dies_when_the_process_that_started_it_is_killed_hard():
     parent = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True)
     pid = None
@@ -68,7 +72,7 @@ UNARMED_STARTER = """
 import sys, time
 from pathlib import Path
 from samserve.devtools import local_servers
-local_servers._dies_with_parent = lambda parent: None
+local_servers._dies_with_parent = lambda: []
 server = local_servers.start_redis()
 local_servers.record_servers(Path(sys.argv[1]), [server])
 print(server.port, server.proc.pid, flush=True)

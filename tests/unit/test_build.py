@@ -169,7 +169,7 @@ def test_if_stale_keys_on_the_checkpoints_bytes_and_concurrent_builders_take_tur
             errors.append(exc)
 
     with caplog.at_level(logging.INFO, logger="build_engines"):
-        builders = [threading.Thread(target=build, args=(f"path-{i}",)) for i in range(2)]
+        builders = [threading.Thread(target=build, args=(f"path-{i}",), daemon=True) for i in range(2)]
         for b in builders:
             b.start()
         for b in builders:

@@ -8,7 +8,6 @@ start finds, reports and stops any server an earlier one left behind all the sam
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -25,23 +24,16 @@ from pathlib import Path
 from samserve.devtools.embedded_registry import server_record, write_record
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _dies_with_parent(parent: int):
-    """A preexec_fn: the child gets SIGTERM when its parent's thread ends (Linux's
-    PR_SET_PDEATHSIG), and at once if the parent is already gone. Elsewhere, nothing."""
-    if _LIBC is None:
-        return None
-    prctl = _LIBC.prctl  # looked up before the fork: the child only calls it
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
+def _dies_with_parent() -> list[str]:
+    """A command prefix: util-linux's `setpriv` sets PR_SET_PDEATHSIG (SIGTERM when the thread
+    that started the child ends) and execs the server, same pid. Not a preexec_fn: Python run
+    between fork and exec in a process with other threads (gRPC's) can crash the child (a
+    redis-server start died of SIGSEGV that way under load). Without setpriv (not Linux, a
+    minimal image), nothing: the embedded registry still finds what is left behind."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def free_port() -> int:
@@ -133,11 +125,10 @@ def start_redis(
         *(extra_args or []),
     ]
     proc = subprocess.Popen(
-        cmd,
+        [*_dies_with_parent(), *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_dies_with_parent(os.getpid()),
     )
 
     def ping() -> bool:
@@ -255,12 +246,11 @@ def start_triton(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            cmd,
+            [*_dies_with_parent(), *cmd],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_dies_with_parent(os.getpid()),
         )
     server = TritonServer("tritonserver", proc, log_path, http_port, grpc_port, metrics_port)
     try:
