@@ -139,25 +139,47 @@ def read_records(directory: Path) -> list[tuple[Path, OwnerRecord]]:
     return sorted(records, key=lambda r: r[1].recorded_at)
 
 
+def group_running(pgid: int) -> bool:
+    """Some process of group `pgid` still runs (zombies do not count; no /proc: none)."""
+    try:
+        entries = [e for e in _PROC.iterdir() if e.name.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 def stop_process(pid: int, start_time: int, timeout: float = 15.0) -> bool:
     """SIGTERM the process group of the process (pid, start_time), then SIGKILL what is left
-    after `timeout`, as `ManagedProcess.stop` does for a child. Returns whether it ended.
+    after `timeout`, as `ManagedProcess.stop` does for a child. Returns whether it ended, with
+    every process of its group when it leads one (a helper may outlive its leader a moment).
     Before each signal the pid is checked to be the same process still; between that check and
     the signal the pid cannot be reused unless the process ends and is reaped in that instant."""
 
+    try:
+        leads_group = same_process(pid, start_time) and os.getpgid(pid) == pid
+    except ProcessLookupError:
+        leads_group = False
+
     def signal_it(sig: signal.Signals) -> None:
-        if not same_process(pid, start_time):
-            return
         with contextlib.suppress(ProcessLookupError):
-            # The servers lead their own group (start_new_session), their helpers in it.
-            if os.getpgid(pid) == pid:
+            # The servers lead their own group (start_new_session), their helpers in it: the
+            # group is signalled while its leader, or any helper of it, still runs.
+            if leads_group and (same_process(pid, start_time) or group_running(pid)):
                 os.killpg(pid, sig)
-            else:
+            elif same_process(pid, start_time):
                 os.kill(pid, sig)
 
     def ended_within(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while same_process(pid, start_time):  # not a child of ours: no wait(), so poll
+        # not a child of ours: no wait(), so poll, for the leader and then its group
+        while same_process(pid, start_time) or (leads_group and group_running(pid)):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
