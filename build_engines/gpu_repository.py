@@ -286,7 +286,8 @@ def write_gpu_repositories(
                         timing_cache,
                     ),
                 }
-            accuracy = check_engines(loaded.sam, plans[ENCODER_CORE], plans[DECODER_CORE], family=loaded.family)
+            accuracy = check_engines(loaded, plans[ENCODER_CORE], plans[DECODER_CORE])
+            loaded.sam.cpu()
             infos[name] = {
                 **model_parameters(loaded, "gpu", name=name, default=i == 0),
                 "onnx_verification": asdict(onnx_report),

@@ -1,8 +1,12 @@
 """Write a complete Triton model repository for a SAM model.
 
 `cpu` target: the checked-in python-backend models of model_repository/ plus the exported
-ONNX files, with the model's facts (id, input size S, normalization) written into each
-config's `parameters`, where the gateway and the models read them.
+ONNX files, with the model's facts (id, input size S, normalization, precision) written into
+each config's `parameters`, where the gateway and the models read them. The models run the ONNX
+files through OpenVINO (ONNX Runtime where it fails: triton.cpu_runtime), in fp32 or, for a model
+asked for in bf16 that passes the accuracy gate here (engine_accuracy), in bf16. A model asked
+for in bf16 that fails the gate, or on a CPU that cannot run bf16, is built in fp32: its id and
+the build log say so, and build_info.json keeps why.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ from build_engines.verify import verify
 from samserve.contract import (
     AMG,
     AMG_GENERATE,
+    CPU_RUNTIME,
     DECODER,
     DECODER_NOMASK_FILE,
     DEFAULT_RESIDENT_BYTES,
     ENCODER,
     FAMILIES,
+    FP32,
     INTRA_OP_THREADS,
     LAYOUT_PARAMETER,
     MODEL_NAME_PATTERN,
+    OPENVINO,
     REPOSITORY_LAYOUT,
     RESIDENT_BYTES,
     SAM2,
@@ -71,12 +78,16 @@ def normalisation(loaded: LoadedSam) -> tuple[np.ndarray, np.ndarray, float]:
     return mean, sam.pixel_std.flatten().numpy().astype(np.float32), float(sam.mask_threshold)
 
 
-def model_info(loaded: LoadedSam, target: str = "cpu", name: str | None = None, default: bool = True) -> ModelInfo:
+def model_info(
+    loaded: LoadedSam, target: str = "cpu", name: str | None = None, default: bool = True, precision: str | None = None
+) -> ModelInfo:
     """`name`: the model's name in a repository of several (its Triton models under
-    "<name>__"); None for a repository of one model (bare names)."""
+    "<name>__"); None for a repository of one model (bare names). `precision`: the target's
+    default (TARGETS) when None."""
     mean, std, threshold = normalisation(loaded)
+    served = served_model_id(loaded.model_id, target, precision)
     return ModelInfo(
-        model_id=served_model_id(loaded.model_id, target),
+        model_id=served,
         model_type=loaded.model_type,
         img_size=loaded.img_size,
         pixel_mean=mean,
@@ -86,17 +97,25 @@ def model_info(loaded: LoadedSam, target: str = "cpu", name: str | None = None, 
         name=name or "default",
         prefix=model_prefix(name),
         is_default=default,
+        precision=served.rsplit("-", 1)[-1],
+        runtime=OPENVINO if target == "cpu" else "tensorrt",
     )
 
 
 def model_parameters(
-    loaded: LoadedSam, target: str = "cpu", intra_op_threads: int = 0, name: str | None = None, default: bool = True
+    loaded: LoadedSam,
+    target: str = "cpu",
+    intra_op_threads: int = 0,
+    name: str | None = None,
+    default: bool = True,
+    precision: str | None = None,
 ) -> dict[str, str]:
     """The config parameters of every model of one model's set: the ModelInfo contract (its
     model_id names the target and precision) and the python-backend models' knobs."""
-    info = model_info(loaded, target, name, default)
+    info = model_info(loaded, target, name, default, precision)
     return {
         **info.to_parameters(),
+        **({CPU_RUNTIME: info.runtime} if target == "cpu" else {}),
         INTRA_OP_THREADS: str(intra_op_threads),
         RESIDENT_BYTES: str(DEFAULT_RESIDENT_BYTES),
         LAYOUT_PARAMETER: str(REPOSITORY_LAYOUT),
@@ -166,10 +185,27 @@ def check_model_names(names: list[str | None]) -> None:
             raise ValueError(f"model name {n!r} must match {MODEL_NAME_PATTERN} (lowercase, digits, '-')")
 
 
-def write_cpu_repository(loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0) -> Path:
+def write_cpu_repository(
+    loaded: LoadedSam, out: Path, tolerance: float = 1e-3, intra_op_threads: int = 0, precision: str = FP32
+) -> Path:
     """Exports, verifies against PyTorch (raises VerificationError past `tolerance`) and
     writes the repository of one model to `out`, replacing what was there."""
-    return write_cpu_repositories([(None, loaded)], out, tolerance, intra_op_threads)
+    return write_cpu_repositories([(None, loaded)], out, tolerance, intra_op_threads, precisions={None: precision})
+
+
+def cpu_precision(loaded: LoadedSam, encoder: Path, decoder: Path, asked: str) -> tuple[str, dict]:
+    """The precision a CPU model is served in, and what decided it: fp32 as asked; bf16 when
+    this CPU runs it and it passes the accuracy gate, else fp32 (logged with why)."""
+    if asked == FP32:
+        return FP32, {}
+    from build_engines.engine_accuracy import EngineAccuracyError, check_cpu_models
+
+    try:
+        report = check_cpu_models(loaded, encoder, decoder, asked)
+    except EngineAccuracyError as exc:
+        log.warning("%s is built in fp32, not %s: %s", loaded.model_id, asked, exc)
+        return FP32, {"precision_asked": asked, "precision_refused": str(exc)}
+    return asked, {"precision_asked": asked, "accuracy_gate": asdict(report)}
 
 
 def build_info(target: str, infos: dict, inputs: str | None, **extra) -> dict:
@@ -185,10 +221,12 @@ def write_cpu_repositories(
     tolerance: float = 1e-3,
     intra_op_threads: int = 0,
     inputs: str | None = None,
+    precisions: dict[str | None, str] | None = None,
 ) -> Path:
     """One repository serving several models: each model's set under "<name>__" (None: one
     model, bare names); the first is the default. Each is exported and verified. `inputs`: the
-    build's inputs digest, recorded for --if-stale."""
+    build's inputs digest, recorded for --if-stale. `precisions`: name -> the precision asked
+    for (fp32 when not named; bf16 is gated: cpu_precision)."""
     names = [n for n, _ in models]
     check_model_names(names)
     tmp = partial_dir(out)
@@ -196,17 +234,25 @@ def write_cpu_repositories(
         infos = {}
         for i, (name, loaded) in enumerate(models):
             prefix = model_prefix(name)
-            params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0)
-            info = model_info(loaded, "cpu", name, default=i == 0)
             for model in MODELS:
-                folder = tmp / (prefix + model)
-                shutil.copytree(CHECKED_IN / model, folder, ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-                config = folder / "config.pbtxt"
-                text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
-                config.write_text(text + parameters_block(params))
+                shutil.copytree(
+                    CHECKED_IN / model, tmp / (prefix + model), ignore=shutil.ignore_patterns("__pycache__", "*.onnx")
+                )
             encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
             report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
-            infos[name] = {**params, "random_weights": loaded.random_weights, "verification": asdict(report)}
+            precision, decided = cpu_precision(loaded, encoder, decoder, (precisions or {}).get(name, FP32))
+            params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0, precision=precision)
+            info = model_info(loaded, "cpu", name, default=i == 0, precision=precision)
+            for model in MODELS:
+                config = tmp / (prefix + model) / "config.pbtxt"
+                text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
+                config.write_text(text + parameters_block(params))
+            infos[name] = {
+                **params,
+                "random_weights": loaded.random_weights,
+                "verification": asdict(report),
+                **decided,
+            }
         info = build_info("cpu", infos, inputs, tolerance=tolerance)
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
         replace_dir(tmp, out)  # a half-written repository is never left under the final name

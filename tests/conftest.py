@@ -110,14 +110,19 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     """A thread that a failed test left running must not keep the run from ending: CI waits for
     the process, and a client thread looping on a torn-down gateway never stops. Waits a little
-    for such threads, then says which are left and exits with the run's own status."""
+    for such threads, then says which are left and exits with the run's own status. Idle
+    executor workers (ThreadPoolExecutor-*) are not waited for: the interpreter ends them."""
     import sys
     import threading
     import time
 
     def left() -> list[threading.Thread]:
         main = threading.main_thread()
-        return [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+        return [
+            t
+            for t in threading.enumerate()
+            if t is not main and not t.daemon and t.is_alive() and not t.name.startswith("ThreadPoolExecutor")
+        ]
 
     deadline = time.monotonic() + 10
     for t in left():
@@ -126,4 +131,4 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.write(f"threads left running by the tests, not waited for: {[t.name for t in still]}\n")
         sys.stderr.flush()
-        os._exit(_session_status[0] or 1)
+        os._exit(_session_status[0])

@@ -42,6 +42,10 @@ DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 # broadcast over the prompts instead of once a prompt (model_nomask.onnx beside model.onnx)
 DECODER_NOMASK_INPUTS = DECODER_INPUTS[:3]
 DECODER_NOMASK_FILE = "model_nomask.onnx"
+# CPU target: what runs the encoder and decoder ("openvino 2026.4.1 bf16 on AMX", "onnxruntime
+# 1.32.0 fp32"), an output of every response of a model whose config declares it (the gateway
+# shows it in ListModels: the runtime is chosen when Triton loads the model, not at build time)
+RUNTIME = "runtime"  # TYPE_STRING, dims [1]
 AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_options"
 AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
@@ -63,6 +67,7 @@ ModelType = Literal[
     "sam2.1_scaled",  # SAM 2.1's hiera_t config scaled down (its overrides saved in the checkpoint)
 ]
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+FP32, BF16, FP16 = "fp32", "bf16", "fp16"  # precisions (PRECISIONS: which target serves which)
 # Several models in one repository: each model's set of Triton models under "<name>__", which no
 # two names can share (a name has no "_"). A single-model repository keeps the bare names.
 MODEL_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,47}"
@@ -83,9 +88,20 @@ CHECKPOINT_TYPES = {
 }
 
 
+def spec_precision(spec: str) -> tuple[str, str | None]:
+    """NAME=CHECKPOINT[:TYPE][@PRECISION] -> (the spec without @PRECISION, the precision or None).
+    Only a known precision is taken off: "@" elsewhere stays part of the path."""
+    rest, at, precision = spec.rpartition("@")
+    if at and precision in (FP32, BF16, FP16):
+        return rest, precision
+    return spec, None
+
+
 def parse_model_spec(spec: str) -> tuple[str, Path, str]:
-    """NAME=CHECKPOINT[:TYPE] -> (name, checkpoint, type); the type may be left out for the
-    published checkpoints' file names (sam_vit_b_01ec64.pth, mobile_sam.pt, ...)."""
+    """NAME=CHECKPOINT[:TYPE][@PRECISION] -> (name, checkpoint, type); the type may be left out
+    for the published checkpoints' file names (sam_vit_b_01ec64.pth, mobile_sam.pt, ...); the
+    precision is spec_precision's."""
+    spec = spec_precision(spec)[0]
     name, sep, rest = spec.partition("=")
     if not sep or not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise ValueError(f"model {spec!r}: expected NAME=CHECKPOINT[:TYPE], NAME matching {MODEL_NAME_PATTERN}")
@@ -102,7 +118,7 @@ def parse_model_spec(spec: str) -> tuple[str, Path, str]:
 
 
 def read_models_file(path: Path) -> list[str]:
-    """A models file: one NAME=CHECKPOINT[:TYPE] a line (the first the default); blank lines and
+    """A models file: one NAME=CHECKPOINT[:TYPE][@PRECISION] a line (the first the default); blank lines and
     lines starting with # are skipped. Each line is checked by parse_model_spec (ValueError
     naming the file and line)."""
     specs = []
@@ -150,8 +166,9 @@ SAM2_EMBEDDING_CHANNELS = 1024
 # the decoder keeps embeddings by key and takes one embedding for all its prompts; 4: every config
 # states its layout, LAYOUT_PARAMETER): a repository built for another layout is rebuilt, never
 # served to a gateway that expects this one, and a gateway refuses to serve one (NOT_SERVING,
-# saying which layouts differ) rather than send tensors its models do not take.
-REPOSITORY_LAYOUT = 4
+# saying which layouts differ) rather than send tensors its models do not take; 5: the CPU models
+# run through triton.cpu_runtime (OpenVINO, precision) and return RUNTIME.
+REPOSITORY_LAYOUT = 5
 LAYOUT_PARAMETER = "repository_layout"
 
 
@@ -176,6 +193,9 @@ INTRA_OP_THREADS = "intra_op_threads"  # ONNX Runtime threads (0: its default)
 CORE_MODEL = "core_model"  # GPU target: the TensorRT plan the sam_decoder adapter runs over BLS
 MAX_PROMPTS_PER_RUN = "max_prompts_per_run"  # prompts per decoder run (the plan's profile)
 RESIDENT_BYTES = "resident_embedding_bytes"  # sam_decoder: embeddings kept by cache key (0: none)
+PRECISION = "precision"  # what the networks compute in: "fp32" / "bf16" (CPU), "fp16" (GPU)
+CPU_RUNTIME = "cpu_runtime"  # CPU target: "openvino" (ONNX Runtime where it fails) or "onnxruntime"
+OPENVINO, ONNXRUNTIME = "openvino", "onnxruntime"
 DEFAULT_RESIDENT_BYTES = 512 << 20
 
 
@@ -201,6 +221,9 @@ class ModelInfo:
     prefix: str = ""  # of its Triton models' names: "" or "<name>__"
     is_default: bool = False  # the model a request that names none gets
     resident_bytes: int = 0  # sam_decoder's budget for embeddings kept by key (0: none kept)
+    precision: str = FP32  # what its networks compute in (PRECISIONS)
+    runtime: str = ""  # what the build configured to run them ("openvino", "onnxruntime", "tensorrt")
+    reports_runtime: bool = False  # its encoder and decoder return RUNTIME
 
     def triton(self, model: str) -> str:
         """This model's Triton model of the given role (ENCODER, DECODER, AMG_GENERATE, ...)."""
@@ -231,6 +254,7 @@ class ModelInfo:
             "served_name": self.name,
             "model_prefix": self.prefix,
             "default_model": str(self.is_default).lower(),
+            PRECISION: self.precision,
         }
 
     @classmethod
@@ -251,6 +275,8 @@ class ModelInfo:
             prefix=params.get("model_prefix", ""),
             is_default=params.get("default_model", "true") == "true",
             resident_bytes=int(params.get(RESIDENT_BYTES, "0")),
+            precision=params.get(PRECISION) or params["model_id"].rsplit("-", 1)[-1],
+            runtime=params.get(CPU_RUNTIME, ""),
         )
 
 
@@ -273,16 +299,20 @@ def checkpoint_model_id(model_type: str, checkpoint: Path) -> str:
     return model_id(model_type, sha256_file(checkpoint))
 
 
-TARGETS = {"cpu": "fp32", "gpu": "fp16"}  # target -> the precision its repository serves
+TARGETS = {"cpu": FP32, "gpu": FP16}  # target -> the precision its repository serves by default
+PRECISIONS = {"cpu": (FP32, BF16), "gpu": (FP16,)}  # target -> the precisions it can serve
 
 
 def served_model_id(weights_id: str, target: str, precision: str | None = None) -> str:
     """The id a repository serves under (config parameter model_id, cache key, EmbedResponse):
-    the weights' id, the target and the precision, so CPU FP32 and GPU FP16 embeddings of one
-    checkpoint never share a cache entry."""
+    the weights' id, the target and the precision, so CPU FP32, CPU BF16 and GPU FP16 embeddings
+    of one checkpoint never share a cache entry."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
-    return f"{weights_id}-{target}-{precision or TARGETS[target]}"
+    precision = precision or TARGETS[target]
+    if precision not in PRECISIONS[target]:
+        raise ValueError(f"the {target} target serves {' or '.join(PRECISIONS[target])}, not {precision!r}")
+    return f"{weights_id}-{target}-{precision}"
 
 
 def cache_key(model_id: str, preprocess_version: str, image_sha256: str) -> str:

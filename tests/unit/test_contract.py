@@ -28,8 +28,12 @@ def tensors(config: Path) -> tuple[str, list[str], list[str]]:
 
 
 EXPECTED = {
-    "sam_encoder": (contract.ENCODER, [contract.ENCODER_INPUT], list(contract.ENCODER_OUTPUTS)),
-    "sam_decoder": (contract.DECODER, list(contract.DECODER_REQUEST_INPUTS), list(contract.DECODER_OUTPUTS)),
+    "sam_encoder": (contract.ENCODER, [contract.ENCODER_INPUT], [*contract.ENCODER_OUTPUTS, contract.RUNTIME]),
+    "sam_decoder": (
+        contract.DECODER,
+        list(contract.DECODER_REQUEST_INPUTS),
+        [*contract.DECODER_OUTPUTS, contract.RUNTIME],
+    ),
     "sam_amg_generate": (contract.AMG_GENERATE, list(contract.AMG_INPUTS), list(contract.AMG_OUTPUTS)),
 }
 

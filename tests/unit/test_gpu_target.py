@@ -242,7 +242,7 @@ def test_the_encoder_adapter_runs_the_plan_and_names_its_model(configs):
     assert adapter.backend == "python" and params["core_model"] == ENCODER_CORE
     assert adapter.max_batch_size == configs[ENCODER_CORE].max_batch_size
     assert [t.name for t in adapter.input] == [t.name for t in configs[ENCODER_CORE].input]
-    assert [t.name for t in adapter.output] == ["image_embeddings", "model_id"]
+    assert [t.name for t in adapter.output] == ["image_embeddings", "model_id", "runtime"]
 
 
 def test_the_adapter_runs_the_plan_with_the_cpu_contract(configs):

@@ -109,8 +109,14 @@ LAYERS = {
         None,
     ),
     "build_engines_uses_only_the_contract": (
-        py(ROOT / "build_engines"),
+        [f for f in py(ROOT / "build_engines") if f.name != "engine_accuracy.py"],
         ("samserve.core", "samserve.triton", *GATEWAY_ONLY),  # it runs in the Triton image too
+        None,
+    ),
+    # the accuracy gate runs what is served (the CPU models' runtime, the families' preprocessing)
+    "the_accuracy_gate_runs_the_served_code": (
+        [ROOT / "build_engines" / "engine_accuracy.py"],
+        ("samserve.core.image", *GATEWAY_ONLY),
         None,
     ),
     "the_sdk_needs_no_server_side": (

@@ -1,7 +1,7 @@
-"""sam_decoder: prompts of all batched requests merged by point count, then run by ONNX Runtime
-(CPU target) or, when the `core_model` parameter names one (GPU target), by that model (the
-TensorRT plan sam_decoder_trt) over BLS, its batch dimension being the prompts. A request whose
-embedding another model made (its model_id input) is refused."""
+"""sam_decoder: prompts of all batched requests merged by point count, then run by OpenVINO or
+ONNX Runtime (CPU target: cpu_runtime.CpuSession) or, when the `core_model` parameter names one
+(GPU target), by that model (the TensorRT plan sam_decoder_trt) over BLS, its batch dimension
+being the prompts. A request whose embedding another model made (its model_id input) is refused."""
 
 import os
 
@@ -19,14 +19,16 @@ from samserve.contract import (
     MODEL_ID,
     NOT_RESIDENT,
     RESIDENT_BYTES,
+    RUNTIME,
     ModelInfo,
     key_of_model,
     model_id_of,
+    model_id_tensor,
 )
 from samserve.triton.batching import DecoderRequest, run_decoder_batched
 from samserve.triton.bls import bls
-from samserve.triton.model_config import parse, version_file
-from samserve.triton.onnx_session import onnx_session
+from samserve.triton.cpu_runtime import cpu_session
+from samserve.triton.model_config import parse, reported_runtime, version_file
 from samserve.triton.residency import ResidentEmbeddings
 from samserve.triton.responses import ModelMismatch, batched_responses, refuse_other_models, tensors_response
 
@@ -81,27 +83,29 @@ def _parse(request, emb_size, model_id, channels=256, resident=None, dtype=np.fl
     return DecoderRequest(emb, coords[0], labels[0], mask[0], has[0])
 
 
-def _response(out):
+def _response(out, runtime=None):
     masks, ious = out
     low_res_masks, iou_predictions = DECODER_OUTPUTS
-    return tensors_response(
-        {
-            low_res_masks: np.ascontiguousarray(masks[None], dtype=np.float32),
-            iou_predictions: np.ascontiguousarray(ious[None], dtype=np.float32),
-        }
-    )
+    outputs = {
+        low_res_masks: np.ascontiguousarray(masks[None], dtype=np.float32),
+        iou_predictions: np.ascontiguousarray(ious[None], dtype=np.float32),
+    }
+    if runtime is not None:
+        outputs[RUNTIME] = model_id_tensor(runtime)
+    return tensors_response(outputs)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        _, params = parse(args)
+        config, params = parse(args)
         info = ModelInfo.from_parameters(params)
         self.emb_size, self.model_id, self.channels = info.embedding_size, info.model_id, info.embedding_channels
         self.max_prompts = int(params.get(MAX_PROMPTS_PER_RUN, "64"))
         self.core_model = params.get(CORE_MODEL, "")
-        self.session = None if self.core_model else onnx_session(args, params)
+        self.session = None if self.core_model else cpu_session(args, params)
         has_nomask = not self.core_model and os.path.isfile(version_file(args, DECODER_NOMASK_FILE))
-        self.nomask = onnx_session(args, params, DECODER_NOMASK_FILE) if has_nomask else None
+        self.nomask = cpu_session(args, params, DECODER_NOMASK_FILE) if has_nomask else None
+        self.runtime = reported_runtime(config, params, self.session)
         self.dtype = np.float16 if self.core_model else np.float32  # what the network takes
         self.resident = ResidentEmbeddings(int(params.get(RESIDENT_BYTES, str(DEFAULT_RESIDENT_BYTES))))
 
@@ -129,6 +133,6 @@ class TritonPythonModel:
                 broadcast_image=not self.core_model,  # ONNX Runtime broadcasts one embedding
                 run_nomask=self._run_nomask if self.nomask is not None else None,
             ),
-            _response,
+            lambda out: _response(out, self.runtime),
             "decoder",
         )

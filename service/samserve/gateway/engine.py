@@ -196,7 +196,8 @@ class SamEngine:
         """(every served model, the default's name)."""
         await self.model()
         assert self._models is not None
-        return sorted(self._models.values(), key=lambda m: m.name), self._default
+        served = [dataclasses.replace(m, runtime=self.triton.runtime(m)) for m in self._models.values()]
+        return sorted(served, key=lambda m: m.name), self._default
 
     async def run_cpu(self, fn: Callable, *args):
         """`fn(*args)` on the engine's CPU threads (decoding, masks, a transport's encoding)."""

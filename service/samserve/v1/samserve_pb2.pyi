@@ -323,7 +323,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "model_id", "family", "model_type", "input_size", "prompts", "outputs", "returns_embeddings", "is_default")
+    __slots__ = ("name", "model_id", "family", "model_type", "input_size", "prompts", "outputs", "returns_embeddings", "is_default", "precision", "runtime")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +333,8 @@ class ModelDescription(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     RETURNS_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     family: str
@@ -342,7 +344,9 @@ class ModelDescription(_message.Message):
     outputs: _containers.RepeatedScalarFieldContainer[str]
     returns_embeddings: bool
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., model_type: _Optional[str] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., returns_embeddings: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    precision: str
+    runtime: str
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., model_type: _Optional[str] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., returns_embeddings: _Optional[bool] = ..., is_default: _Optional[bool] = ..., precision: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")

@@ -26,8 +26,10 @@ from samserve.contract import (
     ENCODER_OUTPUTS,
     MODEL_ID,
     NOT_RESIDENT,
+    ONNXRUNTIME,
     PREFIX_SEPARATOR,
     RESIDENT_BYTES,
+    RUNTIME,
     ModelInfo,
     config_parameters,
     layout_mismatch,
@@ -107,6 +109,16 @@ class TritonBackend:
         if url.startswith("dns:"):
             channel_args.append(("grpc.lb_policy_name", "round_robin"))
         self._client = triton.InferenceServerClient(url, channel_args=channel_args)
+        self._runtimes: dict[str, str] = {}  # Triton model -> what its last response said runs it
+
+    def runtime(self, model: ModelInfo) -> str:
+        """What runs `model`'s encoder and decoder, as their last responses said, else as
+        configured (the runtime is chosen when Triton loads a model: OpenVINO may fall back)."""
+        seen = [(role, self._runtimes.get(model.triton(role))) for role in (ENCODER, DECODER)]
+        if any(r for _, r in seen):
+            return "; ".join(f"{role.removeprefix('sam_')} {r or 'not yet run'}" for role, r in seen)
+        configured = model.runtime or ("tensorrt" if "-gpu-" in model.model_id else ONNXRUNTIME)
+        return f"{configured} {model.precision} (as configured; not yet run)"
 
     async def close(self) -> None:
         await self._client.close()
@@ -144,7 +156,8 @@ class TritonBackend:
     async def model_info(self, encoder: str = ENCODER) -> ModelInfo:
         """What the model whose encoder is `encoder` says about itself (its config parameters),
         with the residency budget of its decoder as the decoder's own config states it."""
-        params = config_parameters(await self._config(encoder))
+        encoder_config = await self._config(encoder)
+        params = config_parameters(encoder_config)
         if (mismatch := layout_mismatch(params, encoder)) is not None:
             raise IncompatibleRepository(mismatch)
         try:
@@ -154,7 +167,8 @@ class TritonBackend:
         decoder = await self._config(info.triton(DECODER))
         if (mismatch := layout_mismatch(config_parameters(decoder), info.triton(DECODER))) is not None:
             raise IncompatibleRepository(mismatch)
-        return dataclasses.replace(info, resident_bytes=resident_budget(decoder))
+        reports = all(RUNTIME in {o["name"] for o in c.get("output", [])} for c in (encoder_config, decoder))
+        return dataclasses.replace(info, resident_bytes=resident_budget(decoder), reports_runtime=reports)
 
     async def models(self) -> list[ModelInfo]:
         """Every model the repository serves."""
@@ -184,9 +198,9 @@ class TritonBackend:
         self, model: ModelInfo, images: np.ndarray, deadline_s: float | None = None
     ) -> tuple[np.ndarray, str]:
         """(1, 3, S, S) float32 -> ((1, 256, S/16, S/16) float16, the id of the model that made it)."""
-        emb, made_by = await self._infer(
-            model.triton(ENCODER), {ENCODER_INPUT: images}, list(ENCODER_OUTPUTS), deadline_s
-        )
+        outputs = [*ENCODER_OUTPUTS, RUNTIME] if model.reports_runtime else list(ENCODER_OUTPUTS)
+        emb, made_by, *runtime = await self._infer(model.triton(ENCODER), {ENCODER_INPUT: images}, outputs, deadline_s)
+        self._note_runtime(model.triton(ENCODER), runtime)
         return emb, model_id_of(made_by)
 
     async def decode(
@@ -212,8 +226,14 @@ class TritonBackend:
         if key is not None:
             inputs[EMBEDDING_KEY] = model_id_tensor(key)
         inputs[MODEL_ID] = model_id_tensor(model_id)
-        masks, iou = await self._infer(model.triton(DECODER), inputs, list(DECODER_OUTPUTS), deadline_s)
+        outputs = [*DECODER_OUTPUTS, RUNTIME] if model.reports_runtime else list(DECODER_OUTPUTS)
+        masks, iou, *runtime = await self._infer(model.triton(DECODER), inputs, outputs, deadline_s)
+        self._note_runtime(model.triton(DECODER), runtime)
         return masks[0], iou[0]
+
+    def _note_runtime(self, model: str, runtime: list[np.ndarray]) -> None:
+        if runtime:
+            self._runtimes[model] = model_id_of(runtime[0])
 
     async def generate_masks(
         self,

@@ -171,6 +171,8 @@ def list_models_response(models: list[ModelInfo], default: str) -> pb.ListModels
                 outputs=["masks", "iou_predictions", "low_res_logits", "generate_masks"],
                 returns_embeddings=True,
                 is_default=m.name == default,
+                precision=m.precision,
+                runtime=m.runtime,
             )
             for m in models
         ],
