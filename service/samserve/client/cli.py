@@ -31,37 +31,41 @@ def _prepare_repository(settings) -> tuple[Path, str]:
 
     repos = settings.cache_dir / "repositories"
     if settings.models:
-        return _prepare_models_repository(settings.models, repos), "models"
+        return _prepare_models_repository(settings.models, repos, settings.precision), "models"
+    precision = settings.precision  # what is asked: the repository under its name may be fp32 (the gate)
     checkpoint, model_type = settings.checkpoint, settings.model_type
     if checkpoint is None and DEFAULT_CHECKPOINT.is_file():
         checkpoint, model_type = DEFAULT_CHECKPOINT, "small"
     if checkpoint is None:
         loaded = build_small_sam()
-        out = repos / served_model_id(loaded.model_id, "cpu")
+        out = repos / served_model_id(loaded.model_id, "cpu", precision)
         if not is_complete(out):
-            write_cpu_repository(loaded, out)
+            write_cpu_repository(loaded, out, precision=precision)
         return out, "random"
-    out = repos / served_model_id(checkpoint_model_id(model_type, checkpoint), "cpu")
+    out = repos / served_model_id(checkpoint_model_id(model_type, checkpoint), "cpu", precision)
     if not is_complete(out):
         log.info("exporting %s to ONNX (once; cached in %s)", checkpoint, out)
-        write_cpu_repository(load_checkpoint(checkpoint, model_type), out)
+        write_cpu_repository(load_checkpoint(checkpoint, model_type), out, precision=precision)
     return out, "default" if checkpoint == DEFAULT_CHECKPOINT else "checkpoint"
 
 
-def _prepare_models_repository(specs: list[str], repos: Path) -> Path:
-    """One CPU repository serving every NAME=CHECKPOINT[:TYPE] (the first the default)."""
+def _prepare_models_repository(specs: list[str], repos: Path, precision: str = "fp32") -> Path:
+    """One CPU repository serving every NAME=CHECKPOINT[:TYPE][@PRECISION] (the first the
+    default; `precision` for those that name none)."""
     import hashlib
 
     from build_engines.models import load_checkpoint
     from build_engines.repository import is_complete, write_cpu_repositories
-    from samserve.contract import checkpoint_model_id, parse_model_spec, served_model_id
+    from samserve.contract import checkpoint_model_id, parse_model_spec, served_model_id, spec_precision
 
     parsed = [parse_model_spec(s) for s in specs]
-    ids = [f"{name}={served_model_id(checkpoint_model_id(t, c), 'cpu')}" for name, c, t in parsed]
+    asked = {name: spec_precision(s)[1] or precision for s, (name, _, _) in zip(specs, parsed, strict=True)}
+    ids = [f"{name}={served_model_id(checkpoint_model_id(t, c), 'cpu', asked[name])}" for name, c, t in parsed]
     out = repos / f"models-{hashlib.sha256(' '.join(ids).encode()).hexdigest()[:16]}"
     if not is_complete(out):
         log.info("exporting %s to ONNX (once; cached in %s)", ", ".join(ids), out)
-        write_cpu_repositories([(name, load_checkpoint(c, t)) for name, c, t in parsed], out)
+        loaded = [(name, load_checkpoint(c, t)) for name, c, t in parsed]
+        write_cpu_repositories(loaded, out, precisions=asked)
     return out
 
 
@@ -348,10 +352,17 @@ def _serve_parser(sub) -> None:
     )
     s.add_argument("--model-type", dest="model_type", choices=MODEL_TYPES)
     s.add_argument(
+        "--precision",
+        dest="precision",
+        choices=["fp32", "bf16"],
+        help="what the models compute in (default fp32); bf16: OpenVINO on AMX / AVX512-BF16, built when the model "
+        "passes the accuracy gate, else fp32 (logged). One model's: NAME=CHECKPOINT[:TYPE]@bf16",
+    )
+    s.add_argument(
         "--model",
         dest="models",
         action="append",
-        metavar="NAME=CHECKPOINT[:TYPE]",
+        metavar="NAME=CHECKPOINT[:TYPE][@PRECISION]",
         help="serve several models, each under NAME (repeat; the first is the default)",
     )
     s.add_argument(

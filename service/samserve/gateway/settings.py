@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     embedded: bool = Field(True, description="start local redis-server and tritonserver")
     checkpoint: Path | None = None
     model_type: ModelType = "vit_b"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="what the embedded models compute in (serve): bf16 runs on AMX / AVX512-BF16 through OpenVINO "
+        "when the model passes the accuracy gate, else fp32 (logged); NAME=CHECKPOINT@bf16 sets one model's",
+    )
     models: list[str] = Field(
         default_factory=list,
         description="several models (serve): NAME=CHECKPOINT[:TYPE] each, the first the default; "
