@@ -2,13 +2,17 @@
 
     .venv/bin/python benchmarks/families.py          # vit_t, sam2.1_hiera_t, sam2.1_hiera_s, vit_b
     .venv/bin/python benchmarks/families.py --models vit_t,sam2.1_hiera_t --repeats 5
+    .venv/bin/python benchmarks/families.py --precision bf16   # OpenVINO bf16, where the gate passes
 
 For each model (full-size architecture, random weights, S = 1024) on the same CPU: the served
 Embed of a new image (decode + preprocess + encoder + cache write) against the reference
 predictor's set_image, and a served Segment by image_id (1 point, 3 masks, COCO RLE) against
 the reference's predict on the same weights and image, and 16 prompts in one Segment against
 16 predicts. Served and reference calls are timed in turn, in one process, while both are
-loaded. Prints medians and served/reference ratios; the encoder milliseconds are what a CPU
+loaded. Also the bare encoder (the repository's ONNX file on the served runtime, in this process,
+on an already preprocessed input) against the served Embed: what the service adds to the model.
+Prints medians and ratios, and the precision and runtime actually served (a model asked for in
+bf16 that fails the accuracy gate is served in fp32); the encoder milliseconds are what a CPU
 user of the family pays per new image.
 """
 
@@ -64,9 +68,29 @@ def interleaved_ms(first, second, repeats: int) -> tuple[float, float]:
     return statistics.median(a) * 1e3, statistics.median(b) * 1e3
 
 
-def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
+def bare_encoder(repo: Path, loaded, h: int, w: int):
+    """(precision served, runtime, fn(i) running the repository's encoder in this process on a
+    preprocessed new image): the model's own time, without the service."""
+    import json
+
+    from build_engines.repository import normalisation
+    from samserve.contract import OPENVINO
+    from samserve.core.preprocess import preprocess_for
+    from samserve.devtools.sample_images import synthetic_image
+    from samserve.triton.cpu_runtime import CpuSession
+
+    precision = json.loads((repo / "build_info.json").read_text())["precision"]
+    session = CpuSession(str(repo / "sam_encoder" / "1" / "model.onnx"), precision, OPENVINO)
+    mean, std, _ = normalisation(loaded)
+    images = [synthetic_image(h, w, 900 + i) for i in range(8)]
+    inputs = [preprocess_for(loaded.family, im, loaded.img_size, mean, std)[0] for im in images]
+    return precision, session.runtime, lambda i: session.run(["image_embeddings"], {"images": inputs[i % 8]})
+
+
+def measure(name: str, h: int, w: int, repeats: int, precision: str = "fp32") -> tuple:
     """(served Embed miss, reference set_image, served Segment hit, reference predict, served
-    Segment of 16 prompts, 16 reference predicts), ms; served and reference timed in turn."""
+    Segment of 16 prompts, 16 reference predicts, bare encoder, served Embed beside it, the
+    precision and runtime served), ms; served and reference timed in turn."""
     import torch
 
     from samserve.client import PromptSpec, SamClient
@@ -77,7 +101,7 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
     predictor = predictor_for(loaded)
     point = np.array([[w * 0.4, h * 0.5]], np.float32)
     many = clicks(h, w, PROMPTS_MANY)
-    with torch.no_grad(), local_stack(loaded, prefix=f"samserve-families-{name}-") as stack:
+    with torch.no_grad(), local_stack(loaded, prefix=f"samserve-families-{name}-", precision=precision) as stack:
         client = SamClient(stack.gateways[0].target, timeout_s=600)
         encoded = [png_image(h, w, 400 + i) for i in range(repeats + 1)]
         decoded = [synthetic_image(h, w, 400 + i) for i in range(repeats + 1)]
@@ -102,8 +126,15 @@ def measure(name: str, h: int, w: int, repeats: int) -> tuple[float, ...]:
             lambda i: [predictor.predict(p[None], np.array([1])) for p in many],
             repeats,
         )
+        served_precision, runtime, bare = bare_encoder(stack.repository, loaded, h, w)
+        bare(0)  # warm
+        fresh = [png_image(h, w, 700 + i) for i in range(repeats)]
+        served_again, bare_ms = interleaved_ms(lambda i: client.embed(fresh[i]), bare, repeats)
         client.close()
-    return served_embed, ref_embed, served_segment, ref_predict, served_many, ref_many
+    return (
+        served_embed, ref_embed, served_segment, ref_predict, served_many, ref_many,
+        bare_ms, served_again, served_precision, runtime,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -113,6 +144,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=768)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads of the reference")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="what the served models compute in")
     args = p.parse_args()
 
     import torch
@@ -121,19 +153,23 @@ def main() -> None:
     h, w = args.height, args.width
     rows = []
     for name in args.models.split(","):
-        rows.append((name, *measure(name, h, w, args.repeats)))
+        rows.append((name, *measure(name, h, w, args.repeats, args.precision)))
         print(f"{name}: done", flush=True)
 
     print(f"\nimage {w}x{h}, S=1024, random weights, {args.repeats} new images, {5 * args.repeats} clicks; medians")
+    print(f"asked for {args.precision}; served:")
+    for name, *_, served_precision, runtime in rows:
+        print(f"  {name}: {served_precision}, encoder run by {runtime}")
     print(
         f"{'model':15s} {'Embed miss ms':>14s} {'set_image ms':>13s} {'ratio':>6s} "
         f"{'Segment hit ms':>15s} {'predict ms':>11s} {'ratio':>6s} "
-        f"{'16 prompts ms':>14s} {'16 predicts ms':>15s} {'ratio':>6s}"
+        f"{'16 prompts ms':>14s} {'16 predicts ms':>15s} {'ratio':>6s} "
+        f"{'bare encoder ms':>16s} {'Embed ms':>9s} {'ratio':>6s}"
     )
-    for name, se, re_, ss, rp, sm, rm in rows:
+    for name, se, re_, ss, rp, sm, rm, bare, again, *_ in rows:
         print(
             f"{name:15s} {se:14.0f} {re_:13.0f} {se / re_:6.2f} {ss:15.1f} {rp:11.1f} {ss / rp:6.2f} "
-            f"{sm:14.0f} {rm:15.0f} {sm / rm:6.2f}"
+            f"{sm:14.0f} {rm:15.0f} {sm / rm:6.2f} {bare:16.0f} {again:9.0f} {again / bare:6.2f}"
         )
 
 

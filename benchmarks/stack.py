@@ -47,15 +47,16 @@ class Stack:
 
 
 @contextlib.contextmanager
-def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-") -> Iterator[Stack]:
-    """Exports `loaded` to a CPU repository and serves it: redis-server, tritonserver and
-    `gateways` gateway replicas sharing them; everything stops on exit."""
+def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-", precision: str = "fp32") -> Iterator[Stack]:
+    """Exports `loaded` to a CPU repository (in `precision` when it passes the gate, else fp32:
+    build_info.json says which) and serves it: redis-server, tritonserver and `gateways` gateway
+    replicas sharing them; everything stops on exit."""
     from build_engines.repository import write_cpu_repository
     from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
     from samserve.devtools.local_servers import start_redis, start_triton
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
-    repo = write_cpu_repository(loaded, work / "repo")
+    repo = write_cpu_repository(loaded, work / "repo", precision=precision)
     with contextlib.ExitStack() as stack:
         redis = start_redis()
         stack.callback(redis.stop)

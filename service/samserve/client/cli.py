@@ -177,7 +177,7 @@ def _segment(args) -> None:
             sys.exit(f"{exc.code().name}: {exc.details()}")
     result = seg.prompts[0]
     best = int(np.argmax(result.iou_predictions))
-    mask = result.masks[best]
+    mask = result.mask(best)
     Image.fromarray(mask.astype(np.uint8) * 255).save(args.out)
     overlay_path = args.overlay or str(Path(args.out).with_name(Path(args.out).stem + "_overlay.png"))
     rgb = decode_image(data, max_pixels=1 << 62, min_side=1)

@@ -2,7 +2,7 @@
 
 with SamClient("127.0.0.1:50051") as c:
     seg = c.segment(open("dog.jpg", "rb").read(), [PromptSpec(points=[(500, 375)], labels=[1])])
-    best = seg.prompts[0].masks[seg.prompts[0].iou_predictions.argmax()]   # (H, W) bool
+    best = seg.prompts[0].mask(seg.prompts[0].iou_predictions.argmax())   # (H, W) bool
 """
 
 from __future__ import annotations
@@ -45,11 +45,28 @@ class PromptSpec:
 
 @dataclass
 class PromptMasks:
-    masks: np.ndarray  # (C, H, W) bool
+    """One prompt's results. Its masks are decoded from the API's format when first used:
+    `masks` (all, (C, H, W) bool) or `mask(i)` (one, (H, W) bool): a client that looks at the
+    IoU predictions and one mask does not pay for the others."""
+
+    encoded: list  # the API's masks (pb.Mask), as they came
     iou_predictions: np.ndarray  # (C,) float32
     low_res_logits: np.ndarray | None  # (C, L, L) float32
     polygons: list[list[PolygonPart]] | None = None  # per mask, with MASK_FORMAT_POLYGONS
     low_res_logits_ids: list[str] | None = None  # per mask, with keep_low_res_logits
+    _decoded: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask i, (H, W) bool (decoded once)."""
+        i = int(i)
+        if i not in self._decoded:
+            self._decoded[i] = decode_mask(self.encoded[i])
+        return self._decoded[i]
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Every mask, (C, H, W) bool."""
+        return np.stack([self.mask(i) for i in range(len(self.encoded))])
 
 
 @dataclass
@@ -96,7 +113,7 @@ def segmentation_from_pb(r: pb.SegmentResponse) -> Segmentation:
             )
         prompts.append(
             PromptMasks(
-                np.stack([decode_mask(m) for m in res.masks]),
+                list(res.masks),
                 np.asarray(res.iou_predictions, dtype=np.float32),
                 logits,
                 [polygons_of(m) for m in res.masks] if res.masks and polygons_of(res.masks[0]) is not None else None,
