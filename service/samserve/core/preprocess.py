@@ -41,10 +41,12 @@ def to_model_input(resized: np.ndarray, img_size: int, pixel_mean: np.ndarray, p
     """(h, w, 3) uint8 -> (1, 3, S, S) float32: normalized, then zero-padded bottom/right (Sam.preprocess)."""
     h, w = resized.shape[:2]
     out = np.zeros((1, 3, img_size, img_size), dtype=np.float32)
-    chw = resized.transpose(2, 0, 1).astype(np.float32)
-    mean = np.asarray(pixel_mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(pixel_std, dtype=np.float32).reshape(3, 1, 1)
-    out[0, :, :h, :w] = (chw - mean) / std
+    region = out[0, :, :h, :w]
+    region[...] = resized.transpose(2, 0, 1)  # uint8 -> float32, exactly
+    # (x - mean) / std in float32, in place: the same two roundings as the expression, without
+    # its temporaries (a sixth of the time)
+    np.subtract(region, np.asarray(pixel_mean, dtype=np.float32).reshape(3, 1, 1), out=region)
+    np.divide(region, np.asarray(pixel_std, dtype=np.float32).reshape(3, 1, 1), out=region)
     return out
 
 
@@ -78,10 +80,10 @@ def preprocess_sam2(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> ((1, 3, S, S) float32 encoder input, (S, S)): SAM2Transforms'
     resize, then Normalize with its mean/std on the 0-1 scale, in float32."""
-    x = resize_square(image, img_size)
-    mean = np.asarray(pixel_mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(pixel_std, dtype=np.float32).reshape(3, 1, 1)
-    return ((x - mean) / std)[None], (img_size, img_size)
+    x = resize_square(image, img_size)  # a new array: normalised in place
+    np.subtract(x, np.asarray(pixel_mean, dtype=np.float32).reshape(3, 1, 1), out=x)
+    np.divide(x, np.asarray(pixel_std, dtype=np.float32).reshape(3, 1, 1), out=x)
+    return x[None], (img_size, img_size)
 
 
 def preprocess_for(family: str, image: np.ndarray, img_size: int, pixel_mean: np.ndarray, pixel_std: np.ndarray):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from samserve.gateway.backends.redis_cache import RedisCache, layout_problem
 from samserve.gateway.backends.triton import TritonBackend
+from samserve.gateway.backends.triton_shm import is_local
 from samserve.gateway.engine import SamEngine
 from samserve.gateway.metrics import Metrics
 from samserve.gateway.settings import Settings, redact_url
@@ -61,7 +62,10 @@ def compose_engine(settings: Settings, metrics: Metrics) -> SamEngine:
         cache = redis(settings.redis_url)
         same = settings.state_redis_url in (None, "", settings.redis_url)
         state = cache if same else redis(settings.state_redis_url)
-    triton = TritonBackend(settings.triton_url, settings.triton_timeout_s)
+    shm = settings.triton_shared_memory == "on" or (
+        settings.triton_shared_memory == "auto" and is_local(settings.triton_url)
+    )
+    triton = TritonBackend(settings.triton_url, settings.triton_timeout_s, shared_memory=shm)
     return SamEngine(settings, triton, cache, metrics, state)
 
 

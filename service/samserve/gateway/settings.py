@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # backends
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address host:port")
     triton_timeout_s: float = Field(60.0, gt=0, description="upper bound on one Triton call")
+    triton_shared_memory: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="encoder inputs to Triton through /dev/shm instead of gRPC bytes: auto = when triton_url is "
+        "loopback (Triton on this host, e.g. the embedded serve); falls back to bytes whenever it cannot",
+    )
     redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="empty to run without the cache")
     state_redis_url: str | None = Field(
         None,

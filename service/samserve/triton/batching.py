@@ -21,6 +21,8 @@ def run_concatenated(
     `max_batch` rows a call, and returns one output per input with its n_i rows."""
     if not inputs:
         return []
+    if len(inputs) == 1 and len(inputs[0]) <= max_batch:  # one request: its tensor as it came, no copy
+        return [run(inputs[0])]
     batch = np.concatenate(inputs, axis=0)
     outs = [run(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)]
     out = np.concatenate(outs, axis=0)

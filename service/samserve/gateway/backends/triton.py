@@ -37,6 +37,7 @@ from samserve.contract import (
     model_id_tensor,
 )
 from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, OverCapacity, SamServeError
+from samserve.gateway.backends.triton_shm import SharedInputs
 from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def resident_budget(decoder_config: dict) -> int:
 
 
 class TritonBackend:
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, shared_memory: bool = False) -> None:
         self.url = url
         self.timeout_s = timeout_s
         # reconnect fast after Triton restarts (gRPC's default backoff grows to two minutes);
@@ -110,6 +111,8 @@ class TritonBackend:
             channel_args.append(("grpc.lb_policy_name", "round_robin"))
         self._client = triton.InferenceServerClient(url, channel_args=channel_args)
         self._runtimes: dict[str, str] = {}  # Triton model -> what its last response said runs it
+        # encoder inputs through /dev/shm when Triton shares this host (triton_shm)
+        self._shm = SharedInputs(self._client) if shared_memory else None
 
     def runtime(self, model: ModelInfo) -> str:
         """What runs `model`'s encoder and decoder, as their last responses said, else as
@@ -121,6 +124,8 @@ class TritonBackend:
         return f"{configured} {model.precision} (as configured; not yet run)"
 
     async def close(self) -> None:
+        if self._shm is not None:
+            await self._shm.close()
         await self._client.close()
 
     def _timeout(self, deadline_s: float | None) -> float:
@@ -183,6 +188,26 @@ class TritonBackend:
             inp = InferInput(name, list(arr.shape), dtype)
             inp.set_data_from_numpy(np.ascontiguousarray(arr))
             inputs.append(inp)
+        return await self._call(model, inputs, outputs, deadline_s)
+
+    async def _infer_shared(
+        self, model: str, name: str, arr: np.ndarray, outputs: list[str], deadline_s: float | None
+    ) -> list[np.ndarray]:
+        """One input through a shared-memory region when one is free, else as bytes."""
+        region = await self._shm.acquire(arr.nbytes) if self._shm is not None else None
+        if region is None:
+            return await self._infer(model, {name: arr}, outputs, deadline_s)
+        inp = InferInput(name, list(arr.shape), DTYPES[arr.dtype])
+        inp.set_shared_memory(region.name, region.write(arr))
+        try:
+            result = await self._call(model, [inp], outputs, deadline_s)
+        except BaseException:
+            await self._shm.retire(region)  # Triton may still read it: never reused
+            raise
+        self._shm.release(region)
+        return result
+
+    async def _call(self, model: str, inputs: list, outputs: list[str], deadline_s: float | None) -> list[np.ndarray]:
         try:
             result = await self._client.infer(
                 model,
@@ -199,7 +224,8 @@ class TritonBackend:
     ) -> tuple[np.ndarray, str]:
         """(1, 3, S, S) float32 -> ((1, 256, S/16, S/16) float16, the id of the model that made it)."""
         outputs = [*ENCODER_OUTPUTS, RUNTIME] if model.reports_runtime else list(ENCODER_OUTPUTS)
-        emb, made_by, *runtime = await self._infer(model.triton(ENCODER), {ENCODER_INPUT: images}, outputs, deadline_s)
+        name = model.triton(ENCODER)
+        emb, made_by, *runtime = await self._infer_shared(name, ENCODER_INPUT, images, outputs, deadline_s)
         self._note_runtime(model.triton(ENCODER), runtime)
         return emb, model_id_of(made_by)
 
