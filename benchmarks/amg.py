@@ -2,7 +2,10 @@
 SamAutomaticMaskGenerator in-process: same weights, same images, same options, same CPU,
 measured alternately in one run.
 
-    .venv/bin/python benchmarks/amg.py [--model small|vit_b] [--images 3]
+    .venv/bin/python benchmarks/amg.py [--model shipped|small|vit_b] [--images 3] [--precision bf16]
+    .venv/bin/python benchmarks/amg.py --model shipped --configs defaults   # the reference's defaults
+
+shipped: the embedded shapes model (models/sam_small_shapes.pth), on synthetic shape scenes.
 
 Options sets: "16x16" (16 points a side, no crops) and "8x8+crop1" (8 points a side, one crop
 layer), each with the reference's default thresholds and with the low thresholds the
@@ -30,6 +33,7 @@ LOW = {
     "crop_nms_thresh": 1.0,
 }
 CONFIGS = {
+    "defaults (32x32, no crops)": {},
     "16x16, default thresholds": {"points_per_side": 16},
     "16x16, low thresholds": {"points_per_side": 16, **LOW},
     "8x8+crop1, default thresholds": {"points_per_side": 8, "crop_n_layers": 1},
@@ -39,7 +43,9 @@ CONFIGS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["small", "vit_b"], default="small")
+    p.add_argument("--model", choices=["shipped", "small", "vit_b"], default="small")
+    p.add_argument("--configs", default="", help="comma-separated prefixes of the option sets to run (default all)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="what the served model computes in")
     p.add_argument("--images", type=int, default=3, help="images per configuration")
     p.add_argument("--height", type=int, default=768)
     p.add_argument("--width", type=int, default=1024)
@@ -51,18 +57,35 @@ def main() -> None:
     from samserve.client import SamClient
     from samserve.devtools.sample_images import encode, synthetic_image
 
-    loaded = load_model(args.model)
+    if args.model == "shipped":
+        from build_engines.models import load_checkpoint
+
+        loaded = load_checkpoint(ROOT / "models" / "sam_small_shapes.pth", "small")
+    else:
+        loaded = load_model(args.model)
     h, w = args.height, args.width
-    with local_stack(loaded) as stack, SamClient(stack.gateways[0].target, timeout_s=3600) as client:
+    configs = {k: v for k, v in CONFIGS.items() if not args.configs or k.startswith(tuple(args.configs.split(",")))}
+    with (
+        local_stack(loaded, precision=args.precision) as stack,
+        SamClient(stack.gateways[0].target, timeout_s=3600) as client,
+    ):
+        import json
+
+        served_as = json.loads((stack.repository / "build_info.json").read_text())["precision"]
         warm = encode(synthetic_image(h, w, 999))
         client.generate_masks(warm, points_per_side=2)
         rows = []
         seed = 0
-        for name, options in CONFIGS.items():
+        for name, options in configs.items():
             ref_t, served_t, cached_t, counts = [], [], [], []
             for _ in range(args.images):
                 seed += 1
-                image = synthetic_image(h, w, seed)
+                if args.model == "shipped":  # its domain: the held-out shape scenes
+                    from training.held_out import scenes
+
+                    image = next(scenes(1, offset=seed)).image
+                else:
+                    image = synthetic_image(h, w, seed)
                 data = encode(image)
                 t = time.perf_counter()
                 try:
@@ -84,8 +107,8 @@ def main() -> None:
                 (name, statistics.median(ref_t), statistics.median(served_t), statistics.median(cached_t), counts)
             )
         print(
-            f"\nmodel {args.model} (S={loaded.img_size}), image {w}x{h}, {args.images} images per row, "
-            f"torch threads {torch.get_num_threads()}"
+            f"\nmodel {args.model} (S={loaded.img_size}), asked {args.precision}, served {served_as}, image {w}x{h}, "
+            f"{args.images} images per row, torch threads {torch.get_num_threads()}"
         )
         print(
             f"{'options':32s} {'reference s':>12s} {'served s':>9s} {'served/ref':>11s} {'cached s':>9s} "
