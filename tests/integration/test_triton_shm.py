@@ -106,3 +106,22 @@ def test_the_suite_gateway_uses_shared_memory(gateway, client, fresh_seed):
     before = shm.used
     client.embed(png_image(150, 170, fresh_seed))
     assert shm.used == before + 1
+
+
+def test_regions_triton_lost_fall_back_to_bytes_and_are_made_again(triton_server, fresh_seed):
+    """Triton restarted (simulated: every region unregistered): the next Embed still succeeds,
+    as bytes, and the one after goes through a new region."""
+    import tritonclient.grpc as tc
+
+    gw = GatewayThread(gateway_settings(triton_server.grpc_url, None, triton_shared_memory="on"))
+    try:
+        with SamClient(gw.target) as c:
+            first = c.embed(png_image(180, 200, fresh_seed), return_embedding=True)
+            tc.InferenceServerClient(triton_server.grpc_url).unregister_system_shared_memory()  # all of them
+            lost = c.embed(png_image(180, 200, fresh_seed + 1), return_embedding=True)
+            again = c.embed(png_image(180, 200, fresh_seed + 2), return_embedding=True)
+        assert len(first.embedding.data) == len(lost.embedding.data) == len(again.embedding.data) > 0
+        shm = gw.gateway.engine.triton._shm
+        assert shm.disabled is None and shm.used == 3
+    finally:
+        gw.stop()

@@ -193,21 +193,31 @@ class TritonBackend:
     async def _infer_shared(
         self, model: str, name: str, arr: np.ndarray, outputs: list[str], deadline_s: float | None
     ) -> list[np.ndarray]:
-        """One input through a shared-memory region when one is free, else as bytes."""
+        """One input through a shared-memory region when one is free, else as bytes. A region
+        Triton no longer knows (it restarted) is dropped and the input sent as bytes."""
         region = await self._shm.acquire(arr.nbytes) if self._shm is not None else None
         if region is None:
             return await self._infer(model, {name: arr}, outputs, deadline_s)
         inp = InferInput(name, list(arr.shape), DTYPES[arr.dtype])
         inp.set_shared_memory(region.name, region.write(arr))
         try:
-            result = await self._call(model, [inp], outputs, deadline_s)
-        except BaseException:
+            result = await self._call(model, [inp], outputs, deadline_s, raw=True)
+        except InferenceServerException as exc:
             await self._shm.retire(region)  # Triton may still read it: never reused
+            if "shared memory" not in str(exc.message() or exc).lower():
+                raise _translate(exc, model) from None
+            log.warning("Triton lost shared-memory region %s (%s): sent as bytes", region.name, exc.message())
+            return await self._infer(model, {name: arr}, outputs, deadline_s)
+        except BaseException:
+            await self._shm.retire(region)
             raise
         self._shm.release(region)
         return result
 
-    async def _call(self, model: str, inputs: list, outputs: list[str], deadline_s: float | None) -> list[np.ndarray]:
+    async def _call(
+        self, model: str, inputs: list, outputs: list[str], deadline_s: float | None, raw: bool = False
+    ) -> list[np.ndarray]:
+        """raw: Triton's own exception, untranslated."""
         try:
             result = await self._client.infer(
                 model,
@@ -216,6 +226,8 @@ class TritonBackend:
                 client_timeout=self._timeout(deadline_s),
             )
         except InferenceServerException as exc:
+            if raw:
+                raise
             raise _translate(exc, model) from None
         return [result.as_numpy(o) for o in outputs]
 

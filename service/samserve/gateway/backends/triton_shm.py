@@ -74,18 +74,22 @@ class SharedInputs:
             return free.pop()
         if self._count.get(nbytes, 0) >= self.per_size:
             return None
+        self._count[nbytes] = self._count.get(nbytes, 0) + 1  # before the await: the bound holds
         try:
             region = Region(nbytes)
         except OSError as exc:
+            self._count[nbytes] -= 1
             self._disable(f"cannot create a shared-memory region: {exc}")
             return None
         try:
             await self._client.register_system_shared_memory(region.name, region.key, nbytes)
-        except InferenceServerException as exc:
+        except BaseException as exc:
+            self._count[nbytes] -= 1
             region.close()
-            self._disable(f"Triton did not register a shared-memory region ({exc.message()})")
-            return None
-        self._count[nbytes] = self._count.get(nbytes, 0) + 1
+            if isinstance(exc, InferenceServerException):
+                self._disable(f"Triton did not register a shared-memory region ({exc.message()})")
+                return None
+            raise
         self.used += 1
         return region
 
