@@ -49,7 +49,8 @@ def test_each_precision_has_its_id_and_says_what_runs_it(precisions, small_sam, 
     ids = {name: client.embed(data, model=name).model_id for name in ("full", "half")}
     assert ids == {p: served_model_id(small_sam.model_id, "cpu", q) for p, q in (("full", "fp32"), ("half", "bf16"))}
     assert client.embed(data, model="half").cached  # its own cache entry, kept
-    client.segment(data, [PromptSpec(points=[(60, 80)], labels=[1])], model="half")
+    for name in ("full", "half"):
+        client.segment(data, [PromptSpec(points=[(60, 80)], labels=[1])], model=name)
     after = {m.name: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
     half = after["half"].runtime
     assert half.startswith("encoder openvino ") and "; decoder openvino " in half, half
