@@ -86,10 +86,12 @@ class SharedInputs:
         except BaseException as exc:
             self._count[nbytes] -= 1
             region.close()
-            if isinstance(exc, InferenceServerException):
-                self._disable(f"Triton did not register a shared-memory region ({exc.message()})")
-                return None
-            raise
+            if not isinstance(exc, InferenceServerException):
+                raise
+            if str(exc.status() or "").endswith(("UNAVAILABLE", "DEADLINE_EXCEEDED")):
+                return None  # Triton not reachable now: bytes this time, a region again later
+            self._disable(f"Triton did not register a shared-memory region ({exc.message()})")
+            return None
         self.used += 1
         return region
 
