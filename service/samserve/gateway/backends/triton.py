@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import tritonclient.grpc.aio as triton
 from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
 
 from samserve.contract import (
     AMG_GENERATE,
@@ -37,7 +37,7 @@ from samserve.contract import (
     model_id_tensor,
 )
 from samserve.core.errors import BackendError, BackendUnavailable, DeadlineExceeded, OverCapacity, SamServeError
-from samserve.gateway.backends.triton_shm import SharedInputs
+from samserve.gateway.backends.triton_shm import Region, SharedRegions
 from samserve.gateway.request_id import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,9 @@ class TritonBackend:
             channel_args.append(("grpc.lb_policy_name", "round_robin"))
         self._client = triton.InferenceServerClient(url, channel_args=channel_args)
         self._runtimes: dict[str, str] = {}  # Triton model -> what its last response said runs it
-        # encoder inputs through /dev/shm when Triton shares this host (triton_shm)
-        self._shm = SharedInputs(self._client) if shared_memory else None
+        # large inputs and outputs through /dev/shm when Triton shares this host (triton_shm)
+        self._shm = SharedRegions(self._client) if shared_memory else None
+        self._output_bytes: dict[tuple[str, str], int] = {}  # (Triton model, output) -> bytes last seen
 
     def runtime(self, model: ModelInfo) -> str:
         """What runs `model`'s encoder and decoder, as their last responses said, else as
@@ -180,56 +181,104 @@ class TritonBackend:
         return [await self.model_info(e) for e in await self.encoders()]
 
     async def _infer(
-        self, model: str, arrays: dict[str, np.ndarray], outputs: list[str], deadline_s: float | None
+        self,
+        model: str,
+        arrays: dict[str, np.ndarray],
+        outputs: list[str],
+        deadline_s: float | None,
+        output_bytes: dict[str, int] | None = None,
     ) -> list[np.ndarray]:
-        inputs = []
-        for name, arr in arrays.items():
-            dtype = DTYPES[arr.dtype]
-            inp = InferInput(name, list(arr.shape), dtype)
-            inp.set_data_from_numpy(np.ascontiguousarray(arr))
-            inputs.append(inp)
-        return await self._call(model, inputs, outputs, deadline_s)
-
-    async def _infer_shared(
-        self, model: str, name: str, arr: np.ndarray, outputs: list[str], deadline_s: float | None
-    ) -> list[np.ndarray]:
-        """One input through a shared-memory region when one is free, else as bytes. A region
-        Triton no longer knows (it restarted) is dropped and the input sent as bytes."""
-        region = await self._shm.acquire(arr.nbytes) if self._shm is not None else None
-        if region is None:
-            return await self._infer(model, {name: arr}, outputs, deadline_s)
-        inp = InferInput(name, list(arr.shape), DTYPES[arr.dtype])
-        inp.set_shared_memory(region.name, region.write(arr))
+        """The outputs of one call. With shared memory (Triton on this host), inputs of at least
+        the pool's min_bytes go through regions, and so do outputs whose size is known: from
+        `output_bytes`, else the size this model's output had last time. A region Triton no
+        longer knows (it restarted) or one too small (a model reloaded with larger outputs) is
+        dropped and the call made again with bytes."""
+        if self._shm is None or self._shm.disabled is not None:
+            return await self._call(model, arrays, {}, outputs, deadline_s)
+        regions: dict[str, Region] = {}
         try:
-            result = await self._call(model, [inp], outputs, deadline_s, raw=True)
+            for name, arr in arrays.items():
+                if arr.nbytes >= self._shm.min_bytes and (region := await self._shm.acquire(arr.nbytes)) is not None:
+                    regions[name] = region
+                    region.write(arr)
+            for o in outputs:
+                size = (output_bytes or {}).get(o) or self._output_bytes.get((model, o), 0)
+                if size >= self._shm.min_bytes and (region := await self._shm.acquire(size)) is not None:
+                    regions[o] = region
+            result = await self._call(model, arrays, regions, outputs, deadline_s, raw=True)
         except InferenceServerException as exc:
-            await self._shm.retire(region)  # Triton may still read it: never reused
-            if "shared memory" not in str(exc.message() or exc).lower():
+            for region in regions.values():
+                await self._shm.retire(region)  # Triton may still use it: never reused
+            if not regions or "shared memory" not in str(exc.message() or exc).lower():
                 raise _translate(exc, model) from None
-            log.warning("Triton lost shared-memory region %s (%s): sent as bytes", region.name, exc.message())
-            return await self._infer(model, {name: arr}, outputs, deadline_s)
+            log.warning("Triton refused shared-memory regions for %s (%s): sent as bytes", model, exc.message())
+            self._output_bytes = {k: v for k, v in self._output_bytes.items() if k[0] != model}
+            return await self._call(model, arrays, {}, outputs, deadline_s)
         except BaseException:
-            await self._shm.retire(region)
+            for region in regions.values():
+                await self._shm.retire(region)
             raise
-        self._shm.release(region)
+        for region in regions.values():
+            self._shm.release(region)
         return result
 
     async def _call(
-        self, model: str, inputs: list, outputs: list[str], deadline_s: float | None, raw: bool = False
+        self,
+        model: str,
+        arrays: dict[str, np.ndarray],
+        regions: dict[str, Region],
+        outputs: list[str],
+        deadline_s: float | None,
+        raw: bool = False,
     ) -> list[np.ndarray]:
-        """raw: Triton's own exception, untranslated."""
+        """One call; the inputs and outputs named in `regions` through them (the inputs already
+        written there). raw: Triton's own exception, untranslated."""
+        inputs = []
+        for name, arr in arrays.items():
+            inp = InferInput(name, list(arr.shape), DTYPES[arr.dtype])
+            if name in regions:
+                inp.set_shared_memory(regions[name].name, arr.nbytes)
+            else:
+                inp.set_data_from_numpy(np.ascontiguousarray(arr))
+            inputs.append(inp)
+        requested = []
+        for o in outputs:
+            out = InferRequestedOutput(o)
+            if o in regions:
+                out.set_shared_memory(regions[o].name, regions[o].size)
+            requested.append(out)
         try:
             result = await self._client.infer(
-                model,
-                inputs,
-                outputs=[InferRequestedOutput(o) for o in outputs],
-                client_timeout=self._timeout(deadline_s),
+                model, inputs, outputs=requested, client_timeout=self._timeout(deadline_s)
             )
         except InferenceServerException as exc:
             if raw:
                 raise
             raise _translate(exc, model) from None
-        return [result.as_numpy(o) for o in outputs]
+        return self._outputs(model, result.get_response(), outputs, regions)
+
+    def _outputs(self, model: str, response, outputs: list[str], regions: dict[str, Region]) -> list[np.ndarray]:
+        """The named outputs of a response: those in regions copied out of them, the rest from
+        its raw contents (Triton 2.51 leaves an empty entry there for an output in a region;
+        without one, the entries are those of the other outputs, in order)."""
+        contents = list(response.raw_output_contents)
+        aligned = len(contents) == len(response.outputs)
+        rest = iter(contents)
+        by_name = {}
+        for i, out in enumerate(response.outputs):
+            shape, dtype = list(out.shape), out.datatype
+            if out.name in regions:
+                by_name[out.name] = regions[out.name].read(shape, triton_to_np_dtype(dtype))
+                continue
+            data = contents[i] if aligned else next(rest)
+            if dtype == "BYTES":
+                arr = deserialize_bytes_tensor(data)
+            else:
+                arr = np.frombuffer(data, dtype=triton_to_np_dtype(dtype))
+                if self._shm is not None and len(data) >= self._shm.min_bytes:  # next time, into a region
+                    self._output_bytes[(model, out.name)] = len(data)
+            by_name[out.name] = arr.reshape(shape)
+        return [by_name[o] for o in outputs]
 
     async def encode(
         self, model: ModelInfo, images: np.ndarray, deadline_s: float | None = None
@@ -237,7 +286,7 @@ class TritonBackend:
         """(1, 3, S, S) float32 -> ((1, 256, S/16, S/16) float16, the id of the model that made it)."""
         outputs = [*ENCODER_OUTPUTS, RUNTIME] if model.reports_runtime else list(ENCODER_OUTPUTS)
         name = model.triton(ENCODER)
-        emb, made_by, *runtime = await self._infer_shared(name, ENCODER_INPUT, images, outputs, deadline_s)
+        emb, made_by, *runtime = await self._infer(name, {ENCODER_INPUT: images}, outputs, deadline_s)
         self._note_runtime(model.triton(ENCODER), runtime)
         return emb, model_id_of(made_by)
 
@@ -265,7 +314,9 @@ class TritonBackend:
             inputs[EMBEDDING_KEY] = model_id_tensor(key)
         inputs[MODEL_ID] = model_id_tensor(model_id)
         outputs = [*DECODER_OUTPUTS, RUNTIME] if model.reports_runtime else list(DECODER_OUTPUTS)
-        masks, iou, *runtime = await self._infer(model.triton(DECODER), inputs, outputs, deadline_s)
+        low = model.low_res_size
+        sizes = {DECODER_OUTPUTS[0]: len(point_coords) * 4 * low * low * 4}  # (B, 4, L, L) float32
+        masks, iou, *runtime = await self._infer(model.triton(DECODER), inputs, outputs, deadline_s, sizes)
         self._note_runtime(model.triton(DECODER), runtime)
         return masks[0], iou[0]
 
