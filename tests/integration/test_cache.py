@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import logging
 
@@ -17,6 +18,7 @@ from samserve.core.embedding_codec import decode_entry
 from samserve.core.preprocess import PREPROCESS_VERSION
 from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
 from samserve.devtools.sample_images import png_image
+from tests.support.cache import written
 
 POINT = PromptSpec(points=[(40, 50)], labels=[1])
 
@@ -47,7 +49,7 @@ def test_cache_value_follows_the_key_contract(client, redis_server, served_model
     r = redis.Redis.from_url(redis_server.url)
     key = f"samserve:emb:{served_model_id}:{PREPROCESS_VERSION}:{image_id}"
     assert key == cache_key(served_model_id, PREPROCESS_VERSION, image_id)
-    entry = decode_entry(r.get(key), served_model_id)
+    entry = decode_entry(written(r, key), served_model_id)
     assert entry.embedding.dtype == np.float16 and entry.embedding.shape == (1, 256, 16, 16)
     assert entry.original_size == (150, 190) and entry.input_size == (202, 256)
     assert 0 < r.ttl(key) <= 24 * 3600
@@ -58,14 +60,14 @@ def test_corrupted_value_is_a_miss_and_is_overwritten(client, triton_stats, redi
     image_id = client.embed(data).image_id
     r = redis.Redis.from_url(redis_server.url)
     key = cache_key(served_model_id, PREPROCESS_VERSION, image_id)
-    good = r.get(key)
+    good = written(r, key)
     r.set(key, good[:-10] + b"\x00" * 10)  # a flipped payload: checksum mismatch
     before = triton_stats.inferences("sam_encoder")
     again = client.embed(data)
     assert not again.cached
     assert triton_stats.inferences("sam_encoder") == before + 1
-    assert decode_entry(r.get(key), served_model_id).original_size == (160, 160)
-    assert client.embed(data).cached
+    assert client.embed(data).cached  # from memory until written, then from Redis
+    assert decode_entry(written(r, key), served_model_id).original_size == (160, 160)
 
 
 def test_concurrent_requests_for_a_new_image_run_the_encoder_once(gateway, triton_stats, fresh_seed):
@@ -287,3 +289,35 @@ def test_one_requests_bad_prompt_fails_no_other_request_for_the_same_new_image(g
     assert not isinstance(embed_r, grpc.RpcError), embed_r.details()
     assert len(good_r.results[0].masks) == 3 and embed_r.original_size.width == 2000
     assert triton_stats.inferences("sam_encoder") == before + 1
+
+
+def test_an_embed_is_answered_before_its_entry_is_written_and_no_replica_misses_it(
+    gateway, triton_server, redis_server, served_model_id, fresh_seed
+):
+    """The cache write is off the response's path (issue 35): here it is held back a second.
+    Meanwhile the replica that made the embedding answers from memory, another replica waits on
+    the lock for the write instead of answering NOT_FOUND, and the encoder runs once."""
+    writer = GatewayThread(gateway_settings(triton_server.grpc_url, redis_server.url))
+    store = writer.gateway.engine.embeddings.cache
+    real_set = store.set
+
+    async def slow_set(key, value, ttl_s):
+        await asyncio.sleep(1.0)
+        return await real_set(key, value, ttl_s)
+
+    store.set = slow_set
+    r = redis.Redis.from_url(redis_server.url)
+    runs = "samserve_encoder_runs_total"
+    try:
+        before = gateway.metric(runs) + writer.metric(runs)
+        with SamClient(writer.target) as mine, SamClient(gateway.target) as other:
+            embedded = mine.embed(png_image(170, 150, fresh_seed))
+            key = cache_key(served_model_id, PREPROCESS_VERSION, embedded.image_id)
+            assert not embedded.cached and r.get(key) is None  # answered, not yet written
+            assert mine.segment(image_id=embedded.image_id, prompts=[PromptSpec(points=[(40, 50)], labels=[1])]).cached
+            seg = other.segment(image_id=embedded.image_id, prompts=[PromptSpec(points=[(40, 50)], labels=[1])])
+            assert seg.cached and r.get(key) is not None  # the other replica waited for the write
+        assert gateway.metric(runs) + writer.metric(runs) == before + 1
+        assert decode_entry(written(r, key), served_model_id).original_size == (170, 150)
+    finally:
+        writer.stop()

@@ -18,6 +18,7 @@ from samserve.contract import served_model_id as served_id
 from samserve.core.preprocess import PREPROCESS_VERSION
 from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
 from samserve.devtools.sample_images import png_image
+from tests.support.cache import written
 
 POINT = PromptSpec(points=[(40, 50)], labels=[1])
 MODELS = ("sam_encoder", "sam_decoder", "sam_amg_generate", "sam_amg")
@@ -73,7 +74,7 @@ def test_a_model_swapped_under_running_gateways_never_mixes_embeddings(
             # stored under the new model's key and never under the old one's
             ey = c1.embed(y)
             assert ey.model_id == new_id
-            assert store.exists(cache_key(new_id, PREPROCESS_VERSION, ey.image_id))
+            assert written(store, cache_key(new_id, PREPROCESS_VERSION, ey.image_id))
             assert not store.exists(cache_key(old_id, PREPROCESS_VERSION, ey.image_id))
 
             # gw2 still believes in the old model: its cached embedding of x (the old model's) is

@@ -15,6 +15,7 @@ import redis
 from samserve.client import PromptSpec, SamClient
 from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
 from samserve.devtools.sample_images import png_image
+from samserve.gateway.deadline import Deadline
 
 POINT = [PromptSpec(points=[(30, 40)], labels=[1])]
 
@@ -57,7 +58,7 @@ def test_concurrent_reads_of_one_key_are_one_redis_read(triton_server, own_redis
     before = _gets(own_redis.url)
 
     async def many():
-        return await asyncio.gather(*(gw.gateway.engine.embedding_by_id(image_id) for _ in range(64)))
+        return await asyncio.gather(*(gw.gateway.engine.embedding_by_id(image_id, Deadline(30)) for _ in range(64)))
 
     entries = gw.call(many())
     assert len({id(e) for e in entries}) == 1 and entries[0].embedding is not None

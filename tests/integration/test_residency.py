@@ -15,6 +15,7 @@ from samserve.client import PromptSpec
 from samserve.contract import cache_key
 from samserve.core.preprocess import PREPROCESS_VERSION
 from samserve.devtools.sample_images import png_image
+from samserve.gateway.deadline import Deadline
 
 CLICK = [PromptSpec(points=[(40, 50)], labels=[1]), PromptSpec(points=[(20, 30), (60, 20)], labels=[1, 0])]
 
@@ -42,7 +43,7 @@ def test_a_key_the_decoder_does_not_hold_is_sent_again_with_its_embedding(client
     embedded = client.embed(image)
     engine = gateway.gateway.engine
     key = cache_key(embedded.model_id, PREPROCESS_VERSION, embedded.image_id)
-    entry = gateway.call(engine.embedding_by_id(embedded.image_id))
+    entry = gateway.call(engine.embedding_by_id(embedded.image_id, Deadline(10)))
     gateway.call(_believe(engine, key, entry))
     decoded = triton_stats.inferences("sam_decoder")
     with caplog.at_level(logging.INFO, logger="samserve.gateway.backends.triton"):

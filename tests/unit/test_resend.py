@@ -47,7 +47,7 @@ def test_the_resend_carries_the_id_and_key_of_the_entry_read_now():
     engine.metrics = Metrics()
     engine.resident = ResidentBelief()
 
-    async def embedding_by_id(image_id, model_name):
+    async def embedding_by_id(image_id, deadline, model_name):
         assert image_id == IMAGE_ID
         return read_now
 

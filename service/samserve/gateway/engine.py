@@ -126,6 +126,7 @@ class SamEngine:
         self.resident = ResidentBelief()  # what each sam_decoder holds, by cache key
 
     async def close(self) -> None:
+        await self.embeddings.close()  # the cache writes of embeddings already answered
         self._executor.shutdown(wait=False, cancel_futures=True)
         await self.triton.close()
         if self.cache is not None:
@@ -216,8 +217,8 @@ class SamEngine:
             model = await self.model(model_name, refresh=True)
             return await self.embeddings.embedding(data, model, deadline, validate)
 
-    async def embedding_by_id(self, image_id: str, model_name: str | None = None) -> ImageEmbedding:
-        return await self.embeddings.by_id(image_id, await self.model(model_name))
+    async def embedding_by_id(self, image_id: str, deadline: Deadline, model_name: str | None = None) -> ImageEmbedding:
+        return await self.embeddings.by_id(image_id, await self.model(model_name), deadline)
 
     # -- RPCs ---------------------------------------------------------------------------
     async def embed(
@@ -324,7 +325,7 @@ class SamEngine:
             if held is not None:
                 self.metrics.cache.labels("hit").inc()
                 return image_id, held, True
-        return image_id, await self.embedding_by_id(image_id, model_name), True
+        return image_id, await self.embedding_by_id(image_id, deadline, model_name), True
 
     async def _may_retry(
         self, attempt: int, model: ModelInfo, entry: ImageEmbedding, have_bytes: bool, image_id: str, model_name
@@ -425,7 +426,7 @@ class SamEngine:
             decoded = await run_all(entry)
         except EmbeddingNotResident:
             self.resident.forget(model, cache_key(entry.model_id, PREPROCESS_VERSION, image_id))
-            entry = await self.embedding_by_id(image_id, model_name)
+            entry = await self.embedding_by_id(image_id, deadline, model_name)
             decoded = await run_all(entry)
         self.resident.held(model, cache_key(entry.model_id, PREPROCESS_VERSION, image_id), entry)
         self.metrics.backend_latency.labels("sam_decoder").observe(time.perf_counter() - started)
