@@ -117,6 +117,7 @@ def main() -> None:
             client.embed(fresh)
             note("served Embed RPC (SDK), the same image again (hit)", time.perf_counter() - t)
         client.close()
+        loop.run_until_complete(backend.close())  # its shared-memory regions
 
     print(
         f"\n{args.model}, asked {args.precision}, served {info['precision']}; image {w}x{h}; medians of {args.repeats}"
