@@ -39,7 +39,7 @@ COPY service ./service
 COPY build_engines ./build_engines
 COPY model_repository ./model_repository
 # The package without the gateway's dependencies (no grpcio, redis, pydantic, tritonclient), then
-# requirements-triton.txt: [triton] what model.py imports (numpy, Pillow, scipy, onnxruntime);
+# requirements-triton.txt: [triton] what model.py imports (numpy, Pillow, scipy, OpenCV, OpenVINO, onnxruntime);
 # [build] export + verify at start (torch, segment-anything, onnx); [gpu] the TensorRT Python
 # API matching the image's TensorRT, to build plans on the node
 RUN pip install --no-cache-dir --no-deps . \

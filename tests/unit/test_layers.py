@@ -84,14 +84,15 @@ def py(*folders: Path) -> list[Path]:
 TRITON_SIDE = [*py(PKG / "triton"), *sorted((ROOT / "model_repository").glob("*/1/model.py"))]
 LAYERS = {
     "triton_side_never_imports_the_gateway": (TRITON_SIDE, GATEWAY_ONLY, None),
-    "core_imports_only_numpy_pillow_scipy": (
+    # Triton's environment ([triton] extra) has OpenCV (core.postprocess upsamples masks with it)
+    "core_imports_only_numpy_pillow_scipy_opencv": (
         [f for f in py(PKG / "core") if f.name not in ("polygons.py", "mask_formats.py")],
         (),
-        ("__future__", "numpy", "PIL", "scipy", "samserve.core", "samserve.contract"),
+        ("__future__", "numpy", "PIL", "scipy", "cv2", "samserve.core", "samserve.contract"),
     ),
-    # polygons and C-encoded COCO RLE are made in the gateway only (Triton's environment has
-    # neither OpenCV nor pycocotools): imported inside their functions, so importing
-    # samserve.core never needs them (test_core_imports_without_opencv_or_pycocotools)
+    # C-encoded COCO RLE is made in the gateway only (Triton's environment has no pycocotools):
+    # imported inside its function, so importing samserve.core never needs it
+    # (test_core_imports_without_pycocotools)
     "core_encoders_import_only_opencv_and_pycocotools_more": (
         [PKG / "core" / "polygons.py", PKG / "core" / "mask_formats.py"],
         (),
@@ -132,10 +133,10 @@ LAYERS = {
 }
 
 
-def test_core_imports_without_opencv_or_pycocotools():
-    """Triton's environment has neither: every core module imports with both unimportable."""
+def test_core_imports_without_pycocotools():
+    """Triton's environment has none: every core module imports with it unimportable."""
     code = (
-        "import sys, pkgutil, importlib; sys.modules['cv2'] = None; sys.modules['pycocotools'] = None; "
+        "import sys, pkgutil, importlib; sys.modules['pycocotools'] = None; "
         "import samserve.core as c; "
         "[importlib.import_module('samserve.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]"
     )

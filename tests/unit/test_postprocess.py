@@ -30,6 +30,17 @@ def test_postprocess_masks_equals_reference(small_sam, original):
     assert ((got > 0) != (ref > 0)).mean() < 1e-5
 
 
+@pytest.mark.parametrize("input_size", [(1024, 768), (683, 1024), (1024, 1), (1024, 1024), (5, 1024)], ids=str)
+def test_only_the_unpadded_part_is_upsampled_yet_every_sample_is_torchs(input_size):
+    """S = 1024 from L = 256: the cut source's edge clamp lands where the whole resize's does."""
+    low = np.random.default_rng(2).normal(0, 5, (2, 3, 256, 256)).astype(np.float32)
+    full = F.interpolate(torch.from_numpy(low), (1024, 1024), mode="bilinear", align_corners=False)
+    ref = full[..., : input_size[0], : input_size[1]].numpy()
+    got = postprocess_masks(low, 1024, input_size, input_size)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-6)
+
+
 def test_select_masks_slices_like_mask_decoder():
     low = np.arange(4)[None, :, None, None] * np.ones((2, 4, 3, 3))
     iou = np.tile(np.arange(4.0), (2, 1))

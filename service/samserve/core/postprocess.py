@@ -4,7 +4,7 @@ original size, SAM's (Sam.postprocess_masks) and SAM 2's (SAM2Transforms.postpro
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+import cv2
 
 # SAM 2's single-mask fallback, as build_sam2(apply_postprocessing=True) configures its decoder
 STABILITY_DELTA = 0.05
@@ -68,29 +68,41 @@ def _resize_gather(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[..., r0, :] * rw0[:, None] + x[..., r1, :] * rw1[:, None]
 
 
-def _resize_pil(x: np.ndarray, size: tuple[int, int], box: tuple[float, float] | None = None) -> np.ndarray:
-    """box (bh, bw): resize only the source's top-left bh x bw region to `size` (PIL's box:
-    the same sampling positions and weights as the whole resize, for those outputs only)."""
+def _resize_up(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Upsampling (neither side shrinks) with OpenCV's bilinear filter, which computes torch's
+    align_corners=False samples (half-pixel centres, edge clamped, no antialiasing) in C
+    without holding the GIL: about 0.5 ms a 1024 x 768 mask, against 4 ms for PIL's and 20 ms
+    for the numpy gathers."""
     h, w = x.shape[-2:]
     flat = x.reshape(-1, h, w)
     out = np.empty((flat.shape[0], *size), dtype=np.float32)
-    region = None if box is None else (0.0, 0.0, box[1], box[0])
     for i, channel in enumerate(flat):
-        img = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32), mode="F")
-        out[i] = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR, box=region))
+        cv2.resize(np.ascontiguousarray(channel, dtype=np.float32), (size[1], size[0]), out[i], 0, 0, cv2.INTER_LINEAR)
     return out.reshape(*x.shape[:-2], *size)
+
+
+def _resize_up_cropped(x: np.ndarray, factor: int, size: tuple[int, int]) -> np.ndarray:
+    """The top-left `size` of upsampling (..., L, L) by the integer `factor`, without the rest:
+    the source is cut to the columns and rows those outputs read (plus the one after, which
+    the last of them interpolate towards, so the edge clamp falls where it does in the whole
+    resize) and upsampled by the same factor, i.e. the same sampling positions and weights."""
+    h, w = x.shape[-2:]
+    rows = min(h, -(-size[0] // factor) + 1)
+    cols = min(w, -(-size[1] // factor) + 1)
+    up = _resize_up(x[..., :rows, :cols], (rows * factor, cols * factor))
+    return up[..., : size[0], : size[1]]
 
 
 def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(..., h, w) float32 -> (..., H, W) float32, equal (to float rounding) to
     torch.nn.functional.interpolate(x, size, mode="bilinear", align_corners=False).
 
-    When neither side shrinks, PIL's bilinear filter computes exactly that (its triangle
-    filter only widens, i.e. antialiases, when downscaling) in C, without holding the GIL;
-    otherwise the half-pixel-centre gathers are done in numpy."""
+    When neither side shrinks, OpenCV's bilinear filter computes exactly that; otherwise
+    (OpenCV's and PIL's filters both differ from torch's when shrinking) the half-pixel-centre
+    gathers are done in numpy."""
     h, w = x.shape[-2:]
     if size[0] >= h and size[1] >= w:
-        return _resize_pil(x, size)
+        return _resize_up(x, size)
     return _resize_gather(x, size)
 
 
@@ -106,14 +118,14 @@ def postprocess_masks(
     """(B, C, L, L) logits -> (B, C, H, W) logits at the original size: upsample to S x S,
     remove the padding, upsample to the original size (Sam.postprocess_masks).
 
-    Only the unpadded part of the S x S upsampling is computed (PIL's box: the same samples
-    as upsampling all of it and cropping), and a second resize to the size it already has is
-    the identity torch computes (source = destination, weights 1 and 0), so it is skipped."""
+    Only the unpadded part of the S x S upsampling is computed (S is a multiple of L: the same
+    samples as upsampling all of it and cropping), and a second resize to the size it already
+    has is the identity torch computes (source = destination, weights 1 and 0), so it is
+    skipped."""
     x = low_res.astype(np.float32, copy=False)
     L = x.shape[-1]
-    if img_size >= L:
-        scale = L / img_size
-        x = _resize_pil(x, input_size, box=(input_size[0] * scale, input_size[1] * scale))
+    if img_size >= L and img_size % L == 0:
+        x = _resize_up_cropped(x, img_size // L, input_size)
     else:
         x = resize_bilinear(x, (img_size, img_size))[..., : input_size[0], : input_size[1]]
     if tuple(original_size) == tuple(input_size):
