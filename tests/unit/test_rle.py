@@ -61,3 +61,26 @@ def test_the_c_encoder_gives_the_same_coco_rle():
             m = rng.random(shape) < density
             assert mask_to_coco_rle_c(m) == mask_to_coco_rle(m)
             assert mask_to_coco_rle_c(np.asfortranarray(m)) == mask_to_coco_rle(m)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    ["Q", "0", "\\\\", "~", "g0", "zzzzzzzzzzzzzzzzzzzzzzzzzzz0", "oooooooooooooooo0"],
+    ids=["ends-inside-a-value", "sums-short", "unterminated", "outside-the-alphabet", "negative",
+         "sums-long", "over-60-bits"],
+)
+def test_a_malformed_counts_string_is_a_value_error_never_a_mask(counts):
+    """pycocotools' decoder returns uninitialised memory for counts that sum short ("0");
+    this one refuses every malformed string."""
+    with pytest.raises(ValueError):
+        coco_rle_to_mask({"size": [4, 4], "counts": counts})
+
+
+def test_speckled_masks_decode_exactly():
+    """Many runs, multi-chunk values of both signs: the vectorised decoder == the mask."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        h, w = rng.integers(1, 200, 2)
+        m = rng.random((h, w)) < rng.random()
+        m[: rng.integers(0, h + 1), : rng.integers(0, w + 1)] = rng.random() < 0.5  # long runs too
+        np.testing.assert_array_equal(coco_rle_to_mask(mask_to_coco_rle(m)), m)

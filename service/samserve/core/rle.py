@@ -20,14 +20,18 @@ def mask_to_counts(mask: np.ndarray) -> list[int]:
     return [0, *runs] if flat[0] else runs
 
 
-def counts_to_mask(counts: list[int], height: int, width: int) -> np.ndarray:
-    """Inverse of mask_to_counts -> (H, W) bool."""
-    values = np.zeros(len(counts), dtype=bool)
+def counts_to_mask(counts, height: int, width: int) -> np.ndarray:
+    """Inverse of mask_to_counts (a list or an integer array) -> (H, W) bool, column-major in
+    memory (a view of the flat runs, no transposing copy). Counts that are negative or do not
+    sum to H * W are a ValueError."""
+    c = np.asarray(counts, dtype=np.int64)
+    if c.ndim != 1 or (c.size and (c.min() < 0 or c.max() > height * width)):
+        raise ValueError(f"RLE counts must be a list of integers from 0 to {height * width}")
+    if int(c.sum()) != height * width:
+        raise ValueError(f"RLE counts sum to {int(c.sum())}, expected {height * width}")
+    values = np.zeros(c.size, dtype=bool)
     values[1::2] = True
-    flat = np.repeat(values, np.asarray(counts, dtype=np.int64))
-    if flat.size != height * width:
-        raise ValueError(f"RLE counts sum to {flat.size}, expected {height * width}")
-    return flat.reshape((height, width), order="F")
+    return np.repeat(values, c).reshape((height, width), order="F")
 
 
 def counts_to_string(counts: list[int]) -> str:
@@ -54,23 +58,38 @@ def counts_to_string(counts: list[int]) -> str:
 
 
 def string_to_counts(s: str) -> list[int]:
+    """pycocotools rleFrString."""
+    return string_to_count_array(s).tolist()
+
+
+def string_to_count_array(s: str) -> np.ndarray:
     """pycocotools rleFrString, vectorised: 5-bit chunks, sign from the last chunk, deltas
-    against counts[i-2] (each parity is its own running sum)."""
+    against counts[i-2] (each parity is its own running sum). A string that ends inside a
+    value, or holds characters outside '0'..'o', is a ValueError."""
     data = np.frombuffer(s.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
     if data.size == 0:
-        return []
+        return np.zeros(0, dtype=np.int64)
+    if data.min() < 0 or data.max() > 63 or data[-1] & 0x20:
+        raise ValueError("not a COCO RLE counts string")
     last = (data & 0x20) == 0  # the final chunk of each value
     ends = np.flatnonzero(last)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    position = np.arange(data.size) - np.repeat(starts, ends - starts + 1)
-    x = np.add.reduceat((data & 0x1F) << (5 * position), starts)
-    n_chunks = ends - starts + 1
-    negative = (data[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * n_chunks[negative])
+    if ends.size == data.size:  # every value one chunk (most of a speckled mask's)
+        x = np.where(data & 0x10, (data & 0x1F) - 32, data & 0x1F)
+    else:
+        starts = np.zeros_like(ends)
+        starts[1:] = ends[:-1] + 1
+        value = np.zeros(data.size, dtype=np.int64)  # which value each chunk belongs to
+        np.cumsum(last[:-1], out=value[1:])
+        position = np.arange(data.size) - starts[value]
+        if position.max() > 11:  # no count of a mask comes near 60 bits
+            raise ValueError("not a COCO RLE counts string: a value of more than 60 bits")
+        x = np.add.reduceat((data & 0x1F) << (5 * position), starts)
+        negative = (data[ends] & 0x10) != 0
+        x[negative] -= np.left_shift(1, 5 * (ends - starts + 1)[negative])
     counts = x.copy()
     counts[1::2] = np.cumsum(x[1::2])  # c[i] = x[i] + c[i-2] for i > 2
     counts[2::2] = np.cumsum(x[2::2])
-    return counts.tolist()
+    return counts
 
 
 def mask_to_coco_rle(mask: np.ndarray) -> dict:
@@ -83,5 +102,5 @@ def coco_rle_to_mask(rle: dict) -> np.ndarray:
     h, w = rle["size"]
     counts = rle["counts"]
     if isinstance(counts, (bytes, str)):
-        counts = string_to_counts(counts.decode() if isinstance(counts, bytes) else counts)
+        counts = string_to_count_array(counts.decode() if isinstance(counts, bytes) else counts)
     return counts_to_mask(counts, h, w)
