@@ -48,3 +48,22 @@ def test_select_masks_slices_like_mask_decoder():
     assert m.shape == (2, 3, 3, 3) and s.tolist() == [[1, 2, 3]] * 2
     m, s = select_masks(low, iou, False)
     assert m.shape == (2, 1, 3, 3) and s.tolist() == [[0], [0]]
+
+
+@pytest.mark.parametrize("original", [(768, 1024), (1536, 2048), (300, 400)], ids=str)
+def test_column_major_upsampling_is_the_same_logits_laid_out_for_rle(original):
+    """column_major (what COCO RLE asks for) changes the memory layout, and the order of the
+    two passes (so a float rounding), never a mask."""
+    from samserve.core.postprocess import postprocess_sam2_masks
+
+    low = np.random.default_rng(3).normal(0, 5, (1, 3, 256, 256)).astype(np.float32)
+    input_size = preprocess_shape(*original, 1024)
+    for run in (
+        lambda cm: postprocess_masks(low, 1024, input_size, original, column_major=cm),
+        lambda cm: postprocess_sam2_masks(low, original, column_major=cm),
+    ):
+        rows, cols = run(False), run(True)
+        np.testing.assert_allclose(cols, rows, atol=1e-5, rtol=1e-6)
+        assert ((cols > 0) != (rows > 0)).mean() < 1e-5
+        if original[0] >= input_size[0]:  # upsampled last (not shrunk): each mask column-major
+            assert all((m > 0).flags.f_contiguous for m in cols[0])

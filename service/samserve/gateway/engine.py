@@ -87,10 +87,11 @@ def masks_at_original_size(
     polygon_tolerance: float = 0.0,
 ) -> list:
     """(C, L, L) low-res logits -> C masks at the original size, encoded in `fmt`."""
+    runs = fmt in (MaskFormat.COCO_RLE, MaskFormat.UNCOMPRESSED_RLE)  # column-major: no transposing copy
     if model.family == SAM2:
-        logits = postprocess_sam2_masks(low[None], original_size)[0]
+        logits = postprocess_sam2_masks(low[None], original_size, runs)[0]
     else:
-        logits = postprocess_masks(low[None], model.img_size, input_size, original_size)[0]
+        logits = postprocess_masks(low[None], model.img_size, input_size, original_size, runs)[0]
     return [encode_mask(m > model.mask_threshold, fmt, polygon_tolerance) for m in logits]
 
 
