@@ -66,8 +66,15 @@ def test_the_c_encoder_gives_the_same_coco_rle():
 @pytest.mark.parametrize(
     "counts",
     ["Q", "0", "\\\\", "~", "g0", "zzzzzzzzzzzzzzzzzzzzzzzzzzz0", "oooooooooooooooo0"],
-    ids=["ends-inside-a-value", "sums-short", "unterminated", "outside-the-alphabet", "negative",
-         "sums-long", "over-60-bits"],
+    ids=[
+        "ends-inside-a-value",
+        "sums-short",
+        "unterminated",
+        "outside-the-alphabet",
+        "negative",
+        "sums-long",
+        "over-60-bits",
+    ],
 )
 def test_a_malformed_counts_string_is_a_value_error_never_a_mask(counts):
     """pycocotools' decoder returns uninitialised memory for counts that sum short ("0");

@@ -3,8 +3,8 @@ original size, SAM's (Sam.postprocess_masks) and SAM 2's (SAM2Transforms.postpro
 
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 # SAM 2's single-mask fallback, as build_sam2(apply_postprocessing=True) configures its decoder
 STABILITY_DELTA = 0.05
@@ -82,7 +82,9 @@ def _resize_up(x: np.ndarray, size: tuple[int, int], column_major: bool = False)
     if not column_major:
         out = np.empty((flat.shape[0], *size), dtype=np.float32)
         for i, channel in enumerate(flat):
-            cv2.resize(np.ascontiguousarray(channel, dtype=np.float32), (size[1], size[0]), out[i], 0, 0, cv2.INTER_LINEAR)
+            cv2.resize(
+                np.ascontiguousarray(channel, dtype=np.float32), (size[1], size[0]), out[i], 0, 0, cv2.INTER_LINEAR
+            )
         return out.reshape(*x.shape[:-2], *size)
     out = np.empty((flat.shape[0], size[1], size[0]), dtype=np.float32)
     for i, channel in enumerate(flat):
@@ -116,7 +118,9 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int], column_major: bool = F
     return _resize_gather(x, size)
 
 
-def postprocess_sam2_masks(low_res: np.ndarray, original_size: tuple[int, int], column_major: bool = False) -> np.ndarray:
+def postprocess_sam2_masks(
+    low_res: np.ndarray, original_size: tuple[int, int], column_major: bool = False
+) -> np.ndarray:
     """(B, C, L, L) logits -> (B, C, H, W): SAM2Transforms.postprocess_masks' one bilinear
     upsampling (align_corners=False, no antialias) straight to the original size (column_major:
     see _resize_up)."""
