@@ -101,8 +101,13 @@ class Sam2DecoderOnnx(torch.nn.Module):
         return self._predict_masks(image_embed, sparse, dense, feat_s0, feat_s1)
 
     def _predict_masks(self, image_embed, sparse, dense, feat_s0, feat_s1):
+        masks, iou, _ = self._predict_masks_and_tokens(image_embed, sparse, dense, feat_s0, feat_s1)
+        return masks, iou
+
+    def _predict_masks_and_tokens(self, image_embed, sparse, dense, feat_s0, feat_s1):
         # MaskDecoder.predict_masks with repeat_image=False (one embedding row per prompt) and
-        # the positional encoding expanded instead of repeat_interleave'd; all four masks.
+        # the positional encoding expanded instead of repeat_interleave'd; all four masks, and
+        # the transformer's output tokens (the video tracker's object score and pointers).
         md = self.model.sam_mask_decoder
         weights = [md.iou_token.weight, md.mask_tokens.weight]
         s = 1 if md.pred_obj_scores else 0
@@ -125,7 +130,7 @@ class Sam2DecoderOnnx(torch.nn.Module):
         )
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, md.iou_prediction_head(iou_token_out)
+        return masks, md.iou_prediction_head(iou_token_out), hs
 
 
 class Sam2DecoderNoMaskOnnx(Sam2DecoderOnnx):

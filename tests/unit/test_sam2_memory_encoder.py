@@ -13,18 +13,9 @@ from build_engines.sam2_memory_encoder import ExportableMemoryEncoder
 
 @pytest.fixture(scope="module")
 def predictor():
-    """The video predictor build_sam2_video_predictor makes (its overrides: binarised click
-    masks, ...) on the scaled 2.1 config, with the random weights the image tests draw."""
-    from sam2.build_sam import build_sam2_video_predictor
+    from tests.support.sam2_video import scaled_video_predictor
 
-    from build_engines.sam2_models import SAM2_CONFIGS, build_sam2_model
-
-    loaded = build_sam2_model("sam2.1_scaled", seed=4)
-    video = build_sam2_video_predictor(
-        SAM2_CONFIGS["sam2.1_scaled"], None, device="cpu", mode="eval", hydra_overrides_extra=list(loaded.overrides)
-    )
-    video.load_state_dict(loaded.sam.state_dict(), strict=True)
-    return video.eval()
+    return scaled_video_predictor(seed=4)
 
 
 def inputs(p, b: int, seed: int):
