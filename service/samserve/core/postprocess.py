@@ -79,18 +79,14 @@ def _resize_up(x: np.ndarray, size: tuple[int, int], column_major: bool = False)
     without a transposing copy (a third of a COCO RLE click's finishing)."""
     h, w = x.shape[-2:]
     flat = x.reshape(-1, h, w)
-    if not column_major:
-        out = np.empty((flat.shape[0], *size), dtype=np.float32)
-        for i, channel in enumerate(flat):
-            cv2.resize(
-                np.ascontiguousarray(channel, dtype=np.float32), (size[1], size[0]), out[i], 0, 0, cv2.INTER_LINEAR
-            )
-        return out.reshape(*x.shape[:-2], *size)
-    out = np.empty((flat.shape[0], size[1], size[0]), dtype=np.float32)
+    rows, cols = (size[1], size[0]) if column_major else size
+    out = np.empty((flat.shape[0], rows, cols), dtype=np.float32)
     for i, channel in enumerate(flat):
-        source = np.ascontiguousarray(channel.T, dtype=np.float32)  # (w, h): small
-        cv2.resize(source, (size[0], size[1]), out[i], 0, 0, cv2.INTER_LINEAR)
-    return out.transpose(0, 2, 1).reshape(*x.shape[:-2], *size)
+        source = channel.T if column_major else channel  # (w, h) transposed: small
+        cv2.resize(np.ascontiguousarray(source, dtype=np.float32), (cols, rows), out[i], 0, 0, cv2.INTER_LINEAR)
+    if column_major:
+        out = out.transpose(0, 2, 1)
+    return out.reshape(*x.shape[:-2], *size)
 
 
 def _resize_up_cropped(x: np.ndarray, factor: int, size: tuple[int, int], column_major: bool = False) -> np.ndarray:
