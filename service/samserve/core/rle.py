@@ -57,13 +57,8 @@ def counts_to_string(counts: list[int]) -> str:
     return chars[np.arange(13)[None, :] < n_chunks[:, None]].tobytes().decode("ascii")
 
 
-def string_to_counts(s: str) -> list[int]:
-    """pycocotools rleFrString."""
-    return string_to_count_array(s).tolist()
-
-
-def string_to_count_array(s: str) -> np.ndarray:
-    """pycocotools rleFrString, vectorised: 5-bit chunks, sign from the last chunk, deltas
+def string_to_counts(s: str) -> np.ndarray:
+    """pycocotools rleFrString (int64 counts), vectorised: 5-bit chunks, sign from the last chunk, deltas
     against counts[i-2] (each parity is its own running sum). A string that ends inside a
     value, or holds characters outside '0'..'o', is a ValueError."""
     data = np.frombuffer(s.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
@@ -102,5 +97,5 @@ def coco_rle_to_mask(rle: dict) -> np.ndarray:
     h, w = rle["size"]
     counts = rle["counts"]
     if isinstance(counts, (bytes, str)):
-        counts = string_to_count_array(counts.decode() if isinstance(counts, bytes) else counts)
+        counts = string_to_counts(counts.decode() if isinstance(counts, bytes) else counts)
     return counts_to_mask(counts, h, w)
