@@ -43,9 +43,11 @@ class VideoInfo:
     codec: str
 
 
-def _open(data: bytes):
+def _open(data: bytes, limits: VideoLimits):
     import av
 
+    if len(data) > limits.max_bytes:
+        raise Overloaded(f"video: {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
     try:
         return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, ValueError, OSError) as exc:
@@ -54,9 +56,7 @@ def _open(data: bytes):
 
 def probe(data: bytes, limits: VideoLimits) -> VideoInfo:
     """The header's facts, refused over the limits before any frame is decoded."""
-    if len(data) > limits.max_bytes:
-        raise Overloaded(f"video: {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    with _open(data) as container:
+    with _open(data, limits) as container:
         return _checked_info(container, limits)
 
 
@@ -88,9 +88,7 @@ def decode_frames(data: bytes, limits: VideoLimits) -> Iterator[np.ndarray]:
     """The file's frames in order, each (H, W, 3) uint8 RGB, within the limits."""
     import av
 
-    if len(data) > limits.max_bytes:
-        raise Overloaded(f"video: {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    with _open(data) as container:
+    with _open(data, limits) as container:
         info = _checked_info(container, limits)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
