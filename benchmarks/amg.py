@@ -73,7 +73,7 @@ def main() -> None:
 
         import tritonclient.grpc as tc
 
-        from benchmarks.click_stages import triton_times
+        from benchmarks.embed_stages import triton_times
         from samserve.contract import DECODER
 
         served_as = json.loads((stack.repository / "build_info.json").read_text())["precision"]

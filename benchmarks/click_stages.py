@@ -26,12 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.embed_stages import triton_times  # noqa: E402
 from benchmarks.stack import load_model, local_stack  # noqa: E402
-
-
-def triton_times(client, model: str) -> dict[str, float]:
-    s = client.get_inference_statistics(model_name=model).model_stats[0].inference_stats
-    return {k: getattr(s, k).ns for k in ("queue", "compute_input", "compute_infer", "compute_output")}
 
 
 def timed(rows: dict, name: str, fn):
