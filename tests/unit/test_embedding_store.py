@@ -152,6 +152,32 @@ def test_the_cross_replica_lock_outlives_its_ttl_while_the_encoder_runs(redis_se
     assert not a_cached and b_cached
 
 
+def test_an_entry_written_between_a_replicas_read_and_its_lock_check_is_found(redis_server):
+    """by_id on replica b misses, and before b looks at the lock, replica a writes the entry and
+    lets its lock go (a answers first and writes after, issue 35). A free lock after a miss is
+    not proof of absence: b reads once more instead of answering NOT_FOUND."""
+    a, b = store(redis_server.url, SlowEncoder(0.01)), store(redis_server.url, SlowEncoder(0.01))
+    assert b.cache is not None
+    real_read = b.cache.read
+    reads = []
+
+    async def read_then_let_the_writer_finish(key, what):
+        value = await real_read(key, what)
+        reads.append(value is not None)
+        while a._writes:  # the writer's set and release land here, after the miss
+            await asyncio.sleep(0.01)
+        return value
+
+    b.cache.read = read_then_let_the_writer_finish  # type: ignore[method-assign]
+
+    async def run():
+        image_id, _, _ = await a.embedding(png_image(80, 70, 11), MODEL, Deadline(30))
+        return await b.by_id(image_id, MODEL, Deadline(30))
+
+    assert asyncio.run(run()).original_size == (80, 70)
+    assert reads == [False, True]  # missed while being written, found once the lock was free
+
+
 def test_a_short_deadline_fails_only_its_own_request():
     """The run's starter has 0.2 s, its encoder run takes 0.5 s: the starter gets its deadline;
     the request that joined it, with time of its own, starts another run and is served."""

@@ -331,9 +331,14 @@ class EmbeddingStore:
             raise InvalidInput(f"image_id: {image_id!r} is not a sha256 hex digest (64 lowercase hex characters)")
         key = cache_key(model.model_id, PREPROCESS_VERSION, image_id)
         entry = await self._lookup(key, model, strict=True)
-        if entry is None and self.locks is not None and await self.locks.exists(lock_key(key)):
-            # another replica is making it, or answered it and is writing it now: wait for it
-            entry = await self._wait_for_other_replica(key, model, deadline)
+        if entry is None and self.locks is not None:
+            if await self.locks.exists(lock_key(key)):
+                # another replica is making it, or answered it and is writing it now: wait for it
+                entry = await self._wait_for_other_replica(key, model, deadline)
+            else:
+                # its writer may have written it and let the lock go between the read and the
+                # check (it writes, then releases): only a miss after a free lock is a miss
+                entry = await self._lookup(key, model, strict=True)
         if entry is None:
             self.metrics.cache.labels("miss").inc()
             raise NotFound(
