@@ -1,6 +1,9 @@
 """SAM 2's new-memory encoding in an exportable form (the video tracker's per-frame memory).
 
-SAM2VideoPredictor._encode_new_memory with its choices made tensors: whether the mask came
+SAM2VideoPredictor._encode_new_memory with its choices made tensors, from the low-resolution
+mask logits the tracker keeps (upsampled to S x S here, bilinearly, as _forward_sam_heads and
+propagate_in_video_preflight do before encoding: a quarter of the bytes on the wire squared).
+Whether the mask came
 from clicks (binarised for the memory when the model's binarize_mask_from_pts_for_mem_enc
 says so, else a sigmoid) is an input, so one graph serves both; the sigmoid's scale and bias,
 the non-overlap constraint and the no-object spatial embedding come from the built model's
@@ -14,9 +17,9 @@ from torch import Tensor, nn
 
 
 class ExportableMemoryEncoder(nn.Module):
-    """(pix_feat (B, C, H, W) the frame's top-level features, pred_masks_high_res (B, 1, S, S)
-    logits, object_score_logits (B, 1), mask_from_points (1,) 0 or 1) -> (maskmem_features
-    (B, Cm, H, W), maskmem_pos_enc (B, Cm, H, W))."""
+    """(pix_feat (B, C, H, W) the frame's top-level features (raw: no no_mem_embed),
+    pred_masks (B, 1, L, L) low-resolution logits, object_score_logits (B, 1), mask_from_points
+    (1,) 0 or 1) -> (maskmem_features (B, Cm, H, W), maskmem_pos_enc (B, Cm, H, W))."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -27,10 +30,11 @@ class ExportableMemoryEncoder(nn.Module):
         self.bias = float(model.sigmoid_bias_for_mem_enc)
 
     def forward(
-        self, pix_feat: Tensor, pred_masks_high_res: Tensor, object_score_logits: Tensor, mask_from_points: Tensor
+        self, pix_feat: Tensor, pred_masks: Tensor, object_score_logits: Tensor, mask_from_points: Tensor
     ) -> tuple[Tensor, Tensor]:
         m = self.model
-        masks = pred_masks_high_res
+        size = int(m.image_size)
+        masks = nn.functional.interpolate(pred_masks, size=(size, size), mode="bilinear", align_corners=False)
         if self.non_overlap:
             masks = m._apply_non_overlapping_constraints(masks)
         mask_for_mem = torch.sigmoid(masks)

@@ -20,9 +20,9 @@ def predictor():
 
 def inputs(p, b: int, seed: int):
     g = torch.Generator().manual_seed(seed)
-    s, f = p.image_size, p.image_size // 16
+    f = p.image_size // 16
     feats = torch.randn(b, p.hidden_dim, f, f, generator=g)
-    masks = torch.randn(b, 1, s, s, generator=g) * 8
+    masks = torch.randn(b, 1, 4 * f, 4 * f, generator=g) * 8  # low-resolution logits
     scores = torch.randn(b, 1, generator=g) * 3  # some objects present, some not
     scores[0, 0] = -abs(scores[0, 0]) - 0.5
     scores[-1, 0] = abs(scores[-1, 0]) + 0.5
@@ -33,7 +33,9 @@ def inputs(p, b: int, seed: int):
 def reference(p, feats, masks, scores, from_points: bool):
     h, w = feats.shape[-2:]
     seq = feats.flatten(2).permute(2, 0, 1)  # (HW, B, C), as the predictor holds them
-    f, pos = p._encode_new_memory([seq], [(h, w)], masks, scores, from_points)
+    s = p.image_size  # upsampled as propagate_in_video_preflight and _forward_sam_heads do
+    high_res = torch.nn.functional.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
+    f, pos = p._encode_new_memory([seq], [(h, w)], high_res, scores, from_points)
     return f, pos[0]
 
 
@@ -59,7 +61,7 @@ def test_exported_it_keeps_both_mask_kinds_and_any_object_count(predictor, tmp_p
     import onnxruntime as ort
 
     m = ExportableMemoryEncoder(predictor).eval()
-    names = ["pix_feat", "pred_masks_high_res", "object_score_logits", "mask_from_points"]
+    names = ["pix_feat", "pred_masks", "object_score_logits", "mask_from_points"]
     path = tmp_path / "memory_encoder.onnx"
     torch.onnx.export(
         m, (*inputs(predictor, 2, seed=9), torch.tensor([1.0])), str(path), input_names=names,
