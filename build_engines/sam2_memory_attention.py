@@ -100,3 +100,60 @@ class ExportableMemoryAttention(nn.Module):
 def feat_size_of(model: nn.Module) -> int:
     """The side of the stride-16 feature grid the memory attention works on (S / 16)."""
     return -(-int(model.image_size) // 16)
+
+
+def _sine_pe(positions: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """sam2.modeling.sam2_utils.get_1d_sine_pe, on positions of any shape (..., dim)."""
+    half = dim // 2
+    dim_t = torch.arange(half, dtype=torch.float32)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / half)
+    x = positions.unsqueeze(-1) / dim_t
+    return torch.cat((x.sin(), x.cos()), dim=-1)
+
+
+class Sam2MemoryConditioning(nn.Module):
+    """SAM2Base._prepare_memory_conditioned_features on a tracked (not initial conditioning)
+    frame, once the memories are chosen (samserve.core.video_memory chooses them): the spatial
+    and temporal position encodings, the object pointers split into memory-width tokens, the
+    memory attention, back to a feature map. The position encodings that do not depend on the
+    video (the backbone's and the memory encoder's sine tables at this S) are constants here.
+
+    vision_features (B, C, e, e) the frame's raw top-level features; memory (B, F, Cm, e, e) the
+    chosen frames' memories (bf16 values as float32); memory_tpos (B, F) int64 each one's t_pos
+    (0 conditioning, 1..num_maskmem-1 previous frames); pointers (B, P, C); pointer_positions
+    (B, P) float32 each pointer's signed distance over max_obj_ptrs - 1 -> (B, C, e, e)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not model.directly_add_no_mem_embed or model.num_maskmem == 0:
+            raise ValueError("the tracker serves SAM 2 configs that add no_mem_embed on initial frames, with memories")
+        e, c, cm = feat_size_of(model), int(model.hidden_dim), int(model.mem_dim)
+        self.attention = ExportableMemoryAttention(model.memory_attention, e)
+        self.num_maskmem, self.c, self.cm = int(model.num_maskmem), c, cm
+        self.maskmem_tpos_enc = model.maskmem_tpos_enc
+        self.obj_ptr_tpos_proj = model.obj_ptr_tpos_proj
+        self.add_tpos = bool(model.add_tpos_enc_to_obj_ptrs)
+        self.tpos_dim = c if model.proj_tpos_enc_in_obj_ptrs else cm
+        with torch.no_grad():
+            curr_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, c, e, e))
+            mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, cm, e, e))
+        self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2)[:, None].contiguous(), persistent=False)
+
+    def forward(
+        self, vision_features: Tensor, memory: Tensor, memory_tpos: Tensor, pointers: Tensor, pointer_positions: Tensor
+    ) -> Tensor:
+        b, c, h, w = vision_features.shape
+        frames, n_ptr, cm, k = memory.shape[1], pointers.shape[1], self.cm, self.c // self.cm
+        curr = vision_features.flatten(2).transpose(1, 2)
+        mem = memory.permute(0, 1, 3, 4, 2).reshape(b, frames * h * w, cm)
+        tpos = self.maskmem_tpos_enc.reshape(self.num_maskmem, cm)[self.num_maskmem - memory_tpos - 1]
+        mem_pos = (self.mem_pos + tpos[:, :, None, :]).reshape(b, frames * h * w, cm)
+        if self.add_tpos:
+            ptr_pos = self.obj_ptr_tpos_proj(_sine_pe(pointer_positions, self.tpos_dim))
+        else:
+            ptr_pos = torch.zeros(b, n_ptr, cm, dtype=pointers.dtype)
+        ptrs = pointers.reshape(b, n_ptr * k, cm)  # each pointer split into k tokens, in order
+        ptr_pos = ptr_pos.repeat_interleave(k, dim=1)
+        out = self.attention(curr, self.curr_pos.expand(b, -1, -1), mem, mem_pos, ptrs, ptr_pos)
+        return out.transpose(1, 2).reshape(b, c, h, w)
