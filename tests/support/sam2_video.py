@@ -4,6 +4,7 @@ the random weights build_sam2_model draws."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -26,3 +27,78 @@ def scaled_video_predictor(seed: int):
         last.weight.copy_(torch.randn(last.weight.shape, generator=generator) * 2.0)
         last.bias.zero_()
     return video.eval()
+
+
+class TorchTrackingModels:
+    """The tracker's three models as the exportable PyTorch modules the Triton graphs are made
+    from, run in-process (a test of the tracking flow, not of Triton)."""
+
+    def __init__(self, predictor) -> None:
+        from build_engines.sam2_memory_attention import Sam2MemoryConditioning
+        from build_engines.sam2_memory_encoder import ExportableMemoryEncoder
+        from build_engines.sam2_tracking_decoder import Sam2TrackingDecoderOnnx
+
+        self.conditioning = Sam2MemoryConditioning(predictor).eval()
+        self.decoder = Sam2TrackingDecoderOnnx(predictor).eval()
+        self.memory_encoder = ExportableMemoryEncoder(predictor).eval()
+        self.calls = {"condition": [], "decode": [], "encode_memory": []}  # batch sizes
+
+    async def condition(self, vision, memory, memory_tpos, pointers, positions):
+        self.calls["condition"].append(len(vision))
+        with torch.no_grad():
+            args = (vision, memory, memory_tpos, pointers, positions)
+            return self.conditioning(*(torch.from_numpy(a) for a in args)).numpy()
+
+    async def decode(self, features, feat_s0, feat_s1, coords, labels, mask_input, has_mask_input):
+        self.calls["decode"].append(len(features))
+        args = (features, feat_s0, feat_s1, coords, labels, mask_input, has_mask_input)
+        with torch.no_grad():
+            return tuple(x.numpy() for x in self.decoder(*(torch.from_numpy(a) for a in args)))
+
+    async def encode_memory(self, vision, pred_masks, object_score_logits, from_points):
+        self.calls["encode_memory"].append(len(vision))
+        args = (vision, pred_masks, object_score_logits, np.array([float(from_points)], np.float32))
+        with torch.no_grad():
+            return self.memory_encoder(*(torch.from_numpy(a) for a in args))[0].numpy()
+
+
+@torch.no_grad()
+def frame_features(predictor, frame: np.ndarray):
+    """A frame's FrameFeatures as the service makes them: the reference's frame loading
+    (core.video_preprocess), then the image encoder's raw outputs."""
+    from samserve.core.video_preprocess import preprocess_video_frame
+    from samserve.core.video_tracking import FrameFeatures
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.from_numpy(preprocess_video_frame(frame, predictor.image_size, mean, std))
+    fpn = predictor.forward_image(x)["backbone_fpn"]
+    return FrameFeatures(fpn[-1][0].numpy(), fpn[0][0].numpy(), fpn[1][0].numpy())
+
+
+@torch.no_grad()
+def draw_object_scores(predictor, folder: str, points: list[list[float]]) -> None:
+    """Redraws the object score head's last layer so that random weights judge an object
+    present on some frames and absent on others (else every comparison would be of empty
+    masks): one object clicked on frame 0 is tracked through the video, and the layer is fitted
+    (least squares, on its inputs there) to scores of +4 on the clicked frame, +3 on the first
+    half of the rest and -3 on the second. Tracking with the new layer changes its inputs, so
+    the scores it gives are not those targets: the tests check what they get."""
+    head = predictor.sam_mask_decoder.pred_obj_score_head
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    seen: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].reshape(-1).clone()))
+    try:
+        state = predictor.init_state(folder)
+        predictor.add_new_points_or_box(state, 0, 1, points=points, labels=[1] * len(points))
+        inputs = [seen[-1]]
+        for frame_idx, _, _ in predictor.propagate_in_video(state):
+            if frame_idx > 0:
+                inputs.append(seen[-1])
+    finally:
+        hook.remove()
+    n = len(inputs)
+    target = torch.tensor([4.0] + [3.0 if f < n // 2 else -3.0 for f in range(1, n)], dtype=torch.float64)
+    x = torch.cat([torch.stack(inputs).double(), torch.ones(n, 1, dtype=torch.float64)], 1)
+    solution = torch.linalg.lstsq(x, target[:, None]).solution[:, 0]
+    last.weight.copy_(solution[:-1].float()[None])
+    last.bias.copy_(solution[-1:].float())
