@@ -140,3 +140,18 @@ def feature_sizes(model) -> list[tuple[int, int]]:
     1024's; a predictor of a scaled-down model needs them set)."""
     s = int(model.image_size)
     return [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+
+
+@torch.no_grad()
+def video_predictor_of(loaded: LoadedSam):
+    """The SAM2VideoPredictor that build_sam2_video_predictor makes from `loaded`'s config (its
+    own overrides: binarised click masks in memory, the stability fallback, ...) with `loaded`'s
+    weights: the tracker's flags are this model's, never the image model's."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    config = _check_type(loaded.model_type)
+    video = build_sam2_video_predictor(
+        config, None, device="cpu", mode="eval", hydra_overrides_extra=list(loaded.overrides)
+    )
+    video.load_state_dict(loaded.sam.state_dict(), strict=True)
+    return video.eval()

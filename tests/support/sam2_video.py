@@ -9,15 +9,9 @@ import torch
 
 
 def scaled_video_predictor(seed: int):
-    from sam2.build_sam import build_sam2_video_predictor
+    from build_engines.sam2_models import build_sam2_model, video_predictor_of
 
-    from build_engines.sam2_models import SAM2_CONFIGS, build_sam2_model
-
-    loaded = build_sam2_model("sam2.1_scaled", seed=seed)
-    video = build_sam2_video_predictor(
-        SAM2_CONFIGS["sam2.1_scaled"], None, device="cpu", mode="eval", hydra_overrides_extra=list(loaded.overrides)
-    )
-    video.load_state_dict(loaded.sam.state_dict(), strict=True)
+    video = video_predictor_of(build_sam2_model("sam2.1_scaled", seed=seed))
     # drawn so that objects are judged present on some frames and absent on others: the
     # initialised head scores every object a little below zero, which would hide the present path
     head = video.sam_mask_decoder.pred_obj_score_head
@@ -102,3 +96,50 @@ def draw_object_scores(predictor, folder: str, points: list[list[float]]) -> Non
     solution = torch.linalg.lstsq(x, target[:, None]).solution[:, 0]
     last.weight.copy_(solution[:-1].float()[None])
     last.bias.copy_(solution[-1:].float())
+
+
+class OnnxTrackingModels(TorchTrackingModels):
+    """The exported tracking graphs under ONNX Runtime (what the CPU repository serves)."""
+
+    def __init__(self, predictor, out_dir) -> None:
+        import onnxruntime as ort
+
+        from build_engines.export_sam2_tracking import (
+            CONDITIONING,
+            MEMORY_ENCODER,
+            TRACKING_DECODER,
+            export_tracking_graphs,
+            verify_tracking_graphs,
+        )
+
+        paths = export_tracking_graphs(predictor, out_dir)
+        verify_tracking_graphs(predictor, paths)
+        self.graphs = {"condition": CONDITIONING, "decode": TRACKING_DECODER, "encode_memory": MEMORY_ENCODER}
+        self.sessions = {name: ort.InferenceSession(str(paths[g.file])) for name, g in self.graphs.items()}
+        self.calls = {"condition": [], "decode": [], "encode_memory": []}
+
+    def _run(self, name, *args):
+        self.calls[name].append(len(args[0]))
+        graph = self.graphs[name]
+        return self.sessions[name].run(None, dict(zip(graph.inputs, args, strict=True)))
+
+    async def condition(self, vision, memory, memory_tpos, pointers, positions):
+        return self._run("condition", vision, memory, memory_tpos, pointers, positions)[0]
+
+    async def decode(self, features, feat_s0, feat_s1, coords, labels, mask_input, has_mask_input):
+        return tuple(self._run("decode", features, feat_s0, feat_s1, coords, labels, mask_input, has_mask_input))
+
+    async def encode_memory(self, vision, pred_masks, object_score_logits, from_points):
+        flag = np.array([float(from_points)], np.float32)
+        return self._run("encode_memory", vision, pred_masks, object_score_logits, flag)[0]
+
+
+def as_cached(predictor, features):
+    """FrameFeatures as the embedding cache holds a SAM 2 frame: the image encoder's packed
+    embedding (top level plus no_mem_embed) in float16; the raw top level is it minus no_mem_embed."""
+    from samserve.core.video_tracking import FrameFeatures
+
+    no_mem = predictor.no_mem_embed.detach().numpy().reshape(-1, 1, 1)
+    embed = (features.vision + no_mem).astype(np.float16).astype(np.float32)
+    half = lambda x: x.astype(np.float16).astype(np.float32)  # noqa: E731
+    return FrameFeatures(embed - no_mem, half(features.feat_s0), half(features.feat_s1))
