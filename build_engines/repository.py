@@ -39,9 +39,12 @@ from samserve.contract import (
     MODEL_NAME_PATTERN,
     ONNXRUNTIME,
     OPENVINO,
+    PRECISION,
     REPOSITORY_LAYOUT,
     RESIDENT_BYTES,
     SAM2,
+    TRACKER_CONFIG,
+    TRACKER_MODELS,
     ModelInfo,
     model_prefix,
     served_model_id,
@@ -80,11 +83,16 @@ def normalisation(loaded: LoadedSam) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def model_info(
-    loaded: LoadedSam, target: str = "cpu", name: str | None = None, default: bool = True, precision: str | None = None
+    loaded: LoadedSam,
+    target: str = "cpu",
+    name: str | None = None,
+    default: bool = True,
+    precision: str | None = None,
+    tracker: str = "",
 ) -> ModelInfo:
     """`name`: the model's name in a repository of several (its Triton models under
     "<name>__"); None for a repository of one model (bare names). `precision`: the target's
-    default (TARGETS) when None."""
+    default (TARGETS) when None. `tracker`: its TRACKER_CONFIG when it tracks video."""
     mean, std, threshold = normalisation(loaded)
     served = served_model_id(loaded.model_id, target, precision)
     return ModelInfo(
@@ -100,6 +108,7 @@ def model_info(
         is_default=default,
         precision=served.rsplit("-", 1)[-1],
         runtime=OPENVINO if target == "cpu" else "tensorrt",
+        tracker_config=tracker,
     )
 
 
@@ -110,10 +119,11 @@ def model_parameters(
     name: str | None = None,
     default: bool = True,
     precision: str | None = None,
+    tracker: str = "",
 ) -> dict[str, str]:
     """The config parameters of every model of one model's set: the ModelInfo contract (its
     model_id names the target and precision) and the python-backend models' knobs."""
-    info = model_info(loaded, target, name, default, precision)
+    info = model_info(loaded, target, name, default, precision, tracker)
     return {
         **info.to_parameters(),
         **({CPU_RUNTIME: info.runtime} if target == "cpu" else {}),
@@ -172,9 +182,15 @@ def is_complete(out: Path) -> bool:
     """A finished CPU repository of this layout is at `out`, every model's ONNX files with it."""
     if not is_current(out):
         return False
-    names = json.loads((out / BUILD_INFO).read_text()).get("models") or {None: None}
+    info = json.loads((out / BUILD_INFO).read_text())
+    models = info.get("models") or {None: info}
     files = [(m, "model.onnx") for m in ONNX_MODELS] + [(DECODER, DECODER_NOMASK_FILE)]
-    return all((out / (model_prefix(n) + m) / "1" / f).is_file() for n in names for m, f in files)
+    tracker = [(m, "model.onnx") for m in TRACKER_MODELS]
+    return all(
+        (out / (model_prefix(n) + m) / "1" / f).is_file()
+        for n, facts in models.items()
+        for m, f in files + (tracker if facts.get("tracks_video") else [])
+    )
 
 
 def check_model_names(names: list[str | None]) -> None:
@@ -192,6 +208,37 @@ def write_cpu_repository(
     """Exports, verifies against PyTorch (raises VerificationError past `tolerance`) and
     writes the repository of one model to `out`, replacing what was there."""
     return write_cpu_repositories([(None, loaded)], out, tolerance, intra_op_threads, precisions={None: precision})
+
+
+def write_tracker(loaded: LoadedSam, tmp: Path, prefix: str, tolerance: float) -> tuple[str, dict]:
+    """A SAM 2 model's video tracker (contract.TRACKER_MODELS), exported from its video
+    predictor and verified: (its TRACKER_CONFIG, what the build records). A model whose config
+    the tracker does not serve is built without it: ("", why)."""
+    from build_engines.export_sam2_tracking import export_tracking_graphs, tracker_config, verify_tracking_graphs
+    from build_engines.sam2_models import video_predictor_of
+
+    video = video_predictor_of(loaded)
+    try:
+        config = tracker_config(video)
+    except ValueError as exc:
+        log.warning("%s serves images only, no video tracking: %s", loaded.model_id, exc)
+        return "", {"tracking_refused": str(exc)}
+    work = tmp / f".{prefix}tracker-export"
+    try:
+        paths = export_tracking_graphs(video, work)
+        worst = verify_tracking_graphs(video, paths, tolerance)
+        for name, path in paths.items():
+            shutil.copytree(CHECKED_IN / name, tmp / (prefix + name), ignore=shutil.ignore_patterns("__pycache__"))
+            path.replace(tmp / (prefix + name) / "1" / "model.onnx")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return config, {"tracking_verification": worst}
+
+
+def tracker_parameters(params: dict[str, str]) -> dict[str, str]:
+    """The tracker's models run in fp32 under ONNX Runtime whatever the encoder's precision: the
+    exact path (their dynamic memory lengths would make OpenVINO recompile)."""
+    return {**params, PRECISION: FP32, CPU_RUNTIME: ONNXRUNTIME}
 
 
 def runtime_of(model: str, precision: str) -> dict[str, str]:
@@ -249,17 +296,27 @@ def write_cpu_repositories(
             encoder, decoder = export_models(loaded, tmp / (prefix + ENCODER), tmp / (prefix + DECODER))
             report = verify(loaded.sam, encoder, decoder, tolerance, loaded.family)
             precision, decided = cpu_precision(loaded, encoder, decoder, (precisions or {}).get(name, FP32))
-            params = model_parameters(loaded, "cpu", intra_op_threads, name, default=i == 0, precision=precision)
+            tracker, tracking = write_tracker(loaded, tmp, prefix, tolerance) if loaded.family == SAM2 else ("", {})
+            params = model_parameters(
+                loaded, "cpu", intra_op_threads, name, default=i == 0, precision=precision, tracker=tracker
+            )
             info = model_info(loaded, "cpu", name, default=i == 0, precision=precision)
             for model in MODELS:
                 config = tmp / (prefix + model) / "config.pbtxt"
                 text = embedding_dims(prefixed_config(config.read_text(), prefix), info.embedding_channels)
                 config.write_text(text + parameters_block({**params, **runtime_of(model, precision)}))
+            for model in TRACKER_MODELS if tracker else ():
+                config = tmp / (prefix + model) / "config.pbtxt"
+                config.write_text(
+                    prefixed_config(config.read_text(), prefix) + parameters_block(tracker_parameters(params))
+                )
             infos[name] = {
-                **params,
+                **{k: v for k, v in params.items() if k != TRACKER_CONFIG},
+                "tracks_video": bool(tracker),
                 "random_weights": loaded.random_weights,
                 "verification": asdict(report),
                 **decided,
+                **tracking,
             }
         info = build_info("cpu", infos, inputs, tolerance=tolerance)
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")

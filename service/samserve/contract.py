@@ -46,6 +46,26 @@ DECODER_NOMASK_FILE = "model_nomask.onnx"
 # 1.32.0 fp32"), an output of every response of a model whose config declares it (the gateway
 # shows it in ListModels: the runtime is chosen when Triton loads the model, not at build time)
 RUNTIME = "runtime"  # TYPE_STRING, dims [1]
+# SAM 2 video tracking (CPU target): three per-frame graphs, every tensor batched by object on axis 0
+# (max_batch_size 0: one request is one frame's objects), each refusing another model's model_id
+SAM2_CONDITIONING = "sam2_conditioning"  # a tracked frame's features conditioned on its memories
+SAM2_TRACKING_DECODER = "sam2_tracking_decoder"  # masks, IoU, object pointers and score
+SAM2_MEMORY_ENCODER = "sam2_memory_encoder"  # a frame's new memory from its low-res logits
+TRACKER_MODELS = (SAM2_CONDITIONING, SAM2_TRACKING_DECODER, SAM2_MEMORY_ENCODER)
+TRACKER_IO = {
+    SAM2_CONDITIONING: (
+        ("vision_features", "memory", "memory_tpos", "pointers", "pointer_positions"),
+        ("conditioned",),
+    ),
+    SAM2_TRACKING_DECODER: (
+        ("features", "feat_s0", "feat_s1", "point_coords", "point_labels", "mask_input", "has_mask_input"),
+        ("low_res_masks", "iou_predictions", "object_score_logits", "object_pointers"),
+    ),
+    SAM2_MEMORY_ENCODER: (
+        ("vision_features", "pred_masks", "object_score_logits", "mask_from_points"),
+        ("maskmem_features",),
+    ),
+}
 AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS = "image", "original_size", "amg_options"
 AMG_INPUTS = (EMBEDDINGS, AMG_IMAGE, AMG_ORIGINAL_SIZE, AMG_OPTIONS, MODEL_ID)
 AMG_OUTPUTS = ("rle_counts", "boxes", "predicted_iou", "stability_score", "point_coords", "crop_boxes")
@@ -197,6 +217,9 @@ PRECISION = "precision"  # what the networks compute in: "fp32" / "bf16" (CPU), 
 CPU_RUNTIME = "cpu_runtime"  # CPU target: "openvino" (ONNX Runtime where it fails) or "onnxruntime"
 OPENVINO, ONNXRUNTIME = "openvino", "onnxruntime"
 DEFAULT_RESIDENT_BYTES = 512 << 20
+# a SAM 2 model that tracks video: its video predictor's choices (core.video_tracking.TrackerConfig
+# as JSON), in its encoder's parameters; absent, the model serves images only
+TRACKER_CONFIG = "tracker_config"
 
 
 def config_parameters(model_config: dict) -> dict[str, str]:
@@ -224,6 +247,11 @@ class ModelInfo:
     precision: str = FP32  # what its networks compute in (PRECISIONS)
     runtime: str = ""  # what the build configured to run them ("openvino", "onnxruntime", "tensorrt")
     reports_runtime: bool = False  # its encoder and decoder return RUNTIME
+    tracker_config: str = ""  # TRACKER_CONFIG: JSON when the model tracks video (SAM 2, CPU target), else ""
+
+    @property
+    def can_track(self) -> bool:
+        return bool(self.tracker_config)
 
     def triton(self, model: str) -> str:
         """This model's Triton model of the given role (ENCODER, DECODER, AMG_GENERATE, ...)."""
@@ -255,6 +283,7 @@ class ModelInfo:
             "model_prefix": self.prefix,
             "default_model": str(self.is_default).lower(),
             PRECISION: self.precision,
+            **({TRACKER_CONFIG: self.tracker_config} if self.tracker_config else {}),
         }
 
     @classmethod
@@ -277,6 +306,7 @@ class ModelInfo:
             resident_bytes=int(params.get(RESIDENT_BYTES, "0")),
             precision=params.get(PRECISION) or params["model_id"].rsplit("-", 1)[-1],
             runtime=params.get(CPU_RUNTIME, ""),
+            tracker_config=params.get(TRACKER_CONFIG, ""),
         )
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from samserve.core.tracking_heads import NO_OBJ_SCORE
 from samserve.core.video_memory import from_bf16
-from samserve.core.video_tracking import FrameMasks, TrackerConfig, TrackingState, VideoTracker
+from samserve.core.video_tracking import FrameMasks, TrackingState, VideoTracker
 from samserve.devtools.sample_videos import moving_shapes, shape_centre, write_jpeg_frames
 from tests.support.sam2_video import (
     OnnxTrackingModels,
@@ -24,6 +24,7 @@ from tests.support.sam2_video import (
     draw_object_scores,
     frame_features,
     scaled_video_predictor,
+    tracker_config_of,
 )
 
 T, H, W, SEED = 24, 144, 192, 7
@@ -106,7 +107,7 @@ def test_a_session_equals_sam2_video_predictor(setup, fidelity_results, served, 
     models = OnnxTrackingModels(predictor, tmp_path) if served else TorchTrackingModels(predictor)
     if served:
         cache = {i: as_cached(predictor, f) for i, f in cache.items()}
-    tracker = VideoTracker(models, TrackerConfig.of_model(predictor))
+    tracker = VideoTracker(models, tracker_config_of(predictor))
 
     async def features(i: int):
         return cache[i]
@@ -200,7 +201,7 @@ def test_an_object_tracked_before_its_first_prompt_does_not_fail(setup):
     """The reference raises there (bfloat16 memory, float32 weights, no pointer to widen it):
     the tracker widens the memories and tracks."""
     predictor, folder, cache = setup
-    tracker = VideoTracker(TorchTrackingModels(predictor), TrackerConfig.of_model(predictor))
+    tracker = VideoTracker(TorchTrackingModels(predictor), tracker_config_of(predictor))
     ref = predictor.init_state(folder)
     x, y = shape_centre(T, H, W, SEED, 2, 6)
     predictor.add_new_points_or_box(ref, 6, 5, points=[[x, y]], labels=[1])

@@ -23,6 +23,14 @@ def scaled_video_predictor(seed: int):
     return video.eval()
 
 
+def tracker_config_of(predictor):
+    """The TrackerConfig the service gets for `predictor`: what the build writes, read back."""
+    from build_engines.export_sam2_tracking import tracker_config
+    from samserve.core.video_tracking import TrackerConfig
+
+    return TrackerConfig.from_json(tracker_config(predictor))
+
+
 class TorchTrackingModels:
     """The tracker's three models as the exportable PyTorch modules the Triton graphs are made
     from, run in-process (a test of the tracking flow, not of Triton)."""
@@ -115,7 +123,7 @@ class OnnxTrackingModels(TorchTrackingModels):
         paths = export_tracking_graphs(predictor, out_dir)
         verify_tracking_graphs(predictor, paths)
         self.graphs = {"condition": CONDITIONING, "decode": TRACKING_DECODER, "encode_memory": MEMORY_ENCODER}
-        self.sessions = {name: ort.InferenceSession(str(paths[g.file])) for name, g in self.graphs.items()}
+        self.sessions = {name: ort.InferenceSession(str(paths[g.name])) for name, g in self.graphs.items()}
         self.calls = {"condition": [], "decode": [], "encode_memory": []}
 
     def _run(self, name, *args):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from build_engines.sam2_tracking_decoder import Sam2TrackingDecoderOnnx
-from samserve.core.tracking_heads import TrackingFlags, tracking_heads
+from samserve.core.tracking_heads import tracking_heads
+from tests.support.sam2_video import tracker_config_of
 
 B, N = 4, 2  # objects, clicks each
 
@@ -78,7 +79,7 @@ def test_equal_to_forward_sam_heads(predictor, with_mask, multimask):
     has = torch.full((B,), float(with_mask))
     centre_scores(predictor, x, has)
     outs = graph(feats, s0, s1, *padded(coords, labels), mask, has)
-    got = tracking_heads(*(t.numpy() for t in outs), multimask, TrackingFlags.of_model(predictor))
+    got = tracking_heads(*(t.numpy() for t in outs), multimask, tracker_config_of(predictor).heads)
     ref = reference(predictor, feats, s0, s1, coords, labels, mask, with_mask, multimask)
     check(got, ref)
     score = ref[4].reshape(-1)
@@ -102,7 +103,7 @@ def test_exported_through_onnx_runtime(predictor, tmp_path):
         output_names=["low_res_masks", "iou_predictions", "object_score_logits", "object_pointers"],
     )  # fmt: skip
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    flags = TrackingFlags.of_model(predictor)
+    flags = tracker_config_of(predictor).heads
     for seed, with_mask in [(11, False), (12, True)]:
         feats, s0, s1, coords, labels, mask = inputs(predictor, seed)
         x = (feats, s0, s1, *padded(coords, labels), mask, torch.full((B,), float(with_mask)))

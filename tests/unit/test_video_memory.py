@@ -13,12 +13,12 @@ import torch
 from build_engines.sam2_memory_attention import Sam2MemoryConditioning
 from samserve.core.video_memory import (
     FrameOutput,
-    MemoryFlags,
     conditioning_inputs,
     from_bf16,
     plan_memory,
     to_bf16,
 )
+from tests.support.sam2_video import tracker_config_of
 
 COND, NUM_FRAMES = (0, 5, 11), 24
 
@@ -86,7 +86,7 @@ def test_the_chosen_memories_condition_the_frame_as_the_reference_does(predictor
         ref = predictor._prepare_memory_conditioned_features(
             frame_idx, False, [seq(vision)], [seq(pos)], [(e, e)], ref_out, NUM_FRAMES, track_in_reverse=reverse
         )
-        flags_now = MemoryFlags.of_model(predictor)
+        flags_now = tracker_config_of(predictor).memory
         plan = plan_memory(frame_idx, ours["cond"], ours["non_cond"], NUM_FRAMES, reverse, flags_now)
         assert plan.shape[1] > 0  # the reference fails without pointers (its bf16 memory is never widened)
         x = [torch.from_numpy(a) for a in conditioning_inputs([plan])]

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samserve.core.postprocess import STABILITY_DELTA, STABILITY_THRESH, stable_single_mask
+from samserve.core.postprocess import stable_single_mask
 
 NO_OBJ_SCORE = -1024.0  # sam2.modeling.sam2_base.NO_OBJ_SCORE
 
 
 @dataclass(frozen=True)
 class TrackingFlags:
-    """The built model's, never assumed (read them with `of_model` at build time)."""
+    """The built model's, never assumed (build_engines.export_sam2_tracking.tracker_config
+    reads them; core.video_tracking.TrackerConfig.from_json carries them here)."""
 
     pred_obj_scores: bool
     soft_no_obj_ptr: bool
@@ -28,24 +29,6 @@ class TrackingFlags:
     use_multimask_token_for_obj_ptr: bool
     dynamic_multimask_via_stability: bool
     no_obj_ptr: np.ndarray | None  # (256,) float32, with pred_obj_scores
-
-    @classmethod
-    def of_model(cls, model) -> TrackingFlags:
-        md = model.sam_mask_decoder
-        if md.dynamic_multimask_via_stability and (
-            md.dynamic_multimask_stability_delta != STABILITY_DELTA
-            or md.dynamic_multimask_stability_thresh != STABILITY_THRESH
-        ):
-            raise ValueError("this model's stability fallback uses other thresholds than the served decoder's")
-        no_obj = getattr(model, "no_obj_ptr", None)
-        return cls(
-            pred_obj_scores=bool(model.pred_obj_scores),
-            soft_no_obj_ptr=bool(model.soft_no_obj_ptr),
-            fixed_no_obj_ptr=bool(model.fixed_no_obj_ptr),
-            use_multimask_token_for_obj_ptr=bool(md.use_multimask_token_for_obj_ptr),
-            dynamic_multimask_via_stability=bool(md.dynamic_multimask_via_stability),
-            no_obj_ptr=None if no_obj is None else no_obj.detach().cpu().numpy().reshape(-1).astype(np.float32),
-        )
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class FrameOutput:
 
 @dataclass(frozen=True)
 class MemoryFlags:
-    """The built model's (of_model at build time), never assumed."""
+    """The built model's, never assumed (read at build time: TrackerConfig)."""
 
     num_maskmem: int
     max_cond_frames_in_attn: int
@@ -68,18 +68,6 @@ class MemoryFlags:
     max_obj_ptrs_in_encoder: int
     only_obj_ptrs_in_the_past_for_eval: bool
     use_signed_tpos_enc_to_obj_ptrs: bool
-
-    @classmethod
-    def of_model(cls, model) -> MemoryFlags:
-        return cls(
-            num_maskmem=int(model.num_maskmem),
-            max_cond_frames_in_attn=int(model.max_cond_frames_in_attn),
-            memory_temporal_stride_for_eval=int(model.memory_temporal_stride_for_eval),
-            use_obj_ptrs_in_encoder=bool(model.use_obj_ptrs_in_encoder),
-            max_obj_ptrs_in_encoder=int(model.max_obj_ptrs_in_encoder),
-            only_obj_ptrs_in_the_past_for_eval=bool(model.only_obj_ptrs_in_the_past_for_eval),
-            use_signed_tpos_enc_to_obj_ptrs=bool(model.use_signed_tpos_enc_to_obj_ptrs),
-        )
 
 
 def select_closest_cond_frames(

@@ -26,12 +26,14 @@ memory plans have one shape are conditioned, decoded and encoded in one call eac
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
 
+from samserve.core.postprocess import STABILITY_DELTA, STABILITY_THRESH
 from samserve.core.tracking_heads import NO_OBJ_SCORE, TrackingFlags, tracking_heads
 from samserve.core.video_memory import (
     FrameOutput,
@@ -92,7 +94,9 @@ Features = Callable[[int], Awaitable[FrameFeatures]]
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """The built video predictor's choices (of_model at build time), never assumed."""
+    """The built video predictor's choices, never assumed: build_engines.export_sam2_tracking.
+    tracker_config reads them from the model into JSON (the model's TRACKER_CONFIG parameter),
+    from_json brings them here."""
 
     image_size: int
     multimask_output_in_sam: bool
@@ -106,24 +110,30 @@ class TrackerConfig:
     heads: TrackingFlags
 
     @classmethod
-    def of_model(cls, model) -> TrackerConfig:
-        if getattr(model, "clear_non_cond_mem_around_input", False):
-            # sam2 1.1.0's preflight calls a method it does not define when this is set
-            raise ValueError("clear_non_cond_mem_around_input is not supported (the reference cannot run with it)")
-        if not model.directly_add_no_mem_embed:
-            raise ValueError("the tracker serves SAM 2 configs that add no_mem_embed on initial conditioning frames")
-        return cls(
-            image_size=int(model.image_size),
-            multimask_output_in_sam=bool(model.multimask_output_in_sam),
-            multimask_output_for_tracking=bool(model.multimask_output_for_tracking),
-            multimask_min_pt_num=int(model.multimask_min_pt_num),
-            multimask_max_pt_num=int(model.multimask_max_pt_num),
-            add_all_frames_to_correct_as_cond=bool(getattr(model, "add_all_frames_to_correct_as_cond", False)),
-            non_overlap_masks=bool(getattr(model, "non_overlap_masks", False)),
-            no_mem_embed=model.no_mem_embed.detach().cpu().numpy().reshape(-1).astype(np.float32),
-            memory=MemoryFlags.of_model(model),
-            heads=TrackingFlags.of_model(model),
-        )
+    def from_json(cls, text: str) -> TrackerConfig:
+        """ValueError for anything but what tracker_config writes."""
+        try:
+            d = json.loads(text)
+            stability = (float(d["heads"]["stability_delta"]), float(d["heads"]["stability_thresh"]))
+            if d["heads"]["dynamic_multimask_via_stability"] and stability != (STABILITY_DELTA, STABILITY_THRESH):
+                raise ValueError(f"the model's stability fallback {stability} is not the served decoder's")
+            no_obj = d["heads"]["no_obj_ptr"]
+            heads = TrackingFlags(
+                **{k: bool(d["heads"][k]) for k in _HEAD_FLAGS},
+                no_obj_ptr=None if no_obj is None else np.asarray(no_obj, np.float32),
+            )
+            memory = MemoryFlags(**{f.name: f.type_of(d["memory"][f.name]) for f in _MEMORY_FIELDS})
+            return cls(
+                image_size=int(d["image_size"]),
+                **{k: bool(d[k]) for k in _CONFIG_FLAGS},
+                multimask_min_pt_num=int(d["multimask_min_pt_num"]),
+                multimask_max_pt_num=int(d["multimask_max_pt_num"]),
+                no_mem_embed=np.asarray(d["no_mem_embed"], np.float32).reshape(-1),
+                memory=memory,
+                heads=heads,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a tracker config: {exc!r}") from None
 
     def multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
         """SAM2Base._use_multimask."""
@@ -181,6 +191,30 @@ class FrameMasks:
     obj_ids: list[int]
     logits: np.ndarray  # (n_objects, L, L) float32
     object_scores: list[float | None]
+
+
+_HEAD_FLAGS = (
+    "pred_obj_scores",
+    "soft_no_obj_ptr",
+    "fixed_no_obj_ptr",
+    "use_multimask_token_for_obj_ptr",
+    "dynamic_multimask_via_stability",
+)
+_CONFIG_FLAGS = (
+    "multimask_output_in_sam",
+    "multimask_output_for_tracking",
+    "add_all_frames_to_correct_as_cond",
+    "non_overlap_masks",
+)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    type_of: type
+
+
+_MEMORY_FIELDS = tuple(_Field(f.name, bool if f.type == "bool" else int) for f in fields(MemoryFlags))
 
 
 class VideoTracker:
