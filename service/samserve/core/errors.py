@@ -14,6 +14,16 @@ class NotFound(SamServeError):
     """An image_id that is unknown or expired."""
 
 
+class FailedPrecondition(SamServeError):
+    """The request is well formed but the state it acts on refuses it (a video session with no
+    prompt yet, a WINDOW session asked for what it no longer keeps): change the state first."""
+
+
+class Busy(SamServeError):
+    """Another call holds what this one needs (a video session's propagation runs): ABORTED,
+    retry once it ends."""
+
+
 class Overloaded(SamServeError):
     """Over a configured size limit or work budget (retrying the same request will not help)."""
 

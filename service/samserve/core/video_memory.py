@@ -44,9 +44,11 @@ def from_bf16(bits: np.ndarray) -> np.ndarray:
 class FrameOutput:
     """One object's output on one frame, as the reference keeps it (its compact_current_out):
     the low-resolution mask logits, the object pointer and score, and, once the memory
-    encoder has run, the memory features as bfloat16 bits (maskmem_pos_enc is a constant)."""
+    encoder has run, the memory features as bfloat16 bits (maskmem_pos_enc is a constant).
+    A session that keeps only a forward window (core.video_window) keeps the pointer alone of
+    frames older than the memories it reads (pred_masks and maskmem_features None)."""
 
-    pred_masks: np.ndarray  # (L, L) float32
+    pred_masks: np.ndarray | None  # (L, L) float32
     obj_ptr: np.ndarray  # (C,) float32
     object_score_logits: float
     maskmem_features: np.ndarray | None = None  # (Cm, e, e) uint16 (bfloat16 bits)
@@ -54,7 +56,12 @@ class FrameOutput:
     @property
     def nbytes(self) -> int:
         mem = 0 if self.maskmem_features is None else self.maskmem_features.nbytes
-        return self.pred_masks.nbytes + self.obj_ptr.nbytes + 4 + mem
+        masks = 0 if self.pred_masks is None else self.pred_masks.nbytes
+        return masks + self.obj_ptr.nbytes + 4 + mem
+
+    @property
+    def pointer_only(self) -> bool:
+        return self.pred_masks is None
 
 
 @dataclass(frozen=True)

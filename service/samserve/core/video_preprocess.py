@@ -8,6 +8,8 @@ entry, under its own preprocessing version."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from PIL import Image
 
@@ -29,3 +31,13 @@ def preprocess_video_frame(
     np.subtract(x, np.asarray(pixel_mean, dtype=np.float32).reshape(1, 3, 1, 1), out=x)
     np.divide(x, np.asarray(pixel_std, dtype=np.float32).reshape(1, 3, 1, 1), out=x)
     return x
+
+
+def frame_sha256(frame: np.ndarray) -> str:
+    """A decoded frame's id (a video file's frames have no bytes of their own): sha256 over its
+    shape and its RGB bytes, hex. Equal frames, from any file, share their cache entries."""
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"a video frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+    h = hashlib.sha256(b"rgb24 %d %d\n" % frame.shape[:2])
+    h.update(np.ascontiguousarray(frame).data)
+    return h.hexdigest()

@@ -38,7 +38,16 @@ class GatewayThread:
             if s.name == name and want <= s.labels.items()
         )
 
+    def crash(self) -> None:
+        """Stops the loop where it is, as a killed process stops: no call finishes, no lock is
+        given back, nothing is cleaned up (the gRPC port stays open and answers nothing)."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
     def stop(self) -> None:
+        """Stops the gateway and its loop; a second call (or one after crash) does nothing."""
+        if not self.thread.is_alive():
+            return
         try:
             self.call(self.gateway.stop(0.5))
         finally:

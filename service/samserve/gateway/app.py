@@ -18,6 +18,9 @@ from samserve.gateway.transport.http_server import HttpServer, start_http_server
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.server import GrpcServer, start_grpc_server
 from samserve.gateway.transport.status import Admission
+from samserve.gateway.transport.video_rpcs import VideoRpcs
+from samserve.gateway.video.session_store import SessionStore
+from samserve.gateway.video.sessions import VideoSessions
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,20 @@ def compose_engine(settings: Settings, metrics: Metrics) -> SamEngine:
     return SamEngine(settings, triton, cache, metrics, state)
 
 
+def compose_video(engine: SamEngine, settings: Settings) -> VideoSessions:
+    """Video sessions over the engine's embeddings and models; their state in the state Redis."""
+    store = None
+    if engine.state is not None:
+        store = SessionStore(
+            engine.state,
+            settings.video_session_ttl_s,
+            settings.video_max_sessions,
+            settings.video_local_bytes,
+            settings.lock_ttl_s,
+        )
+    return VideoSessions(settings, engine.embeddings, store, engine.model, engine.run_cpu)
+
+
 async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> Gateway:
     metrics = metrics or Metrics()
     engine = compose_engine(settings, metrics)
@@ -81,10 +98,11 @@ async def start_gateway(settings: Settings, metrics: Metrics | None = None) -> G
 
 async def _serve(engine: SamEngine, settings: Settings, metrics: Metrics) -> Gateway:
     rpcs = Rpcs(engine)
+    video = VideoRpcs(compose_video(engine, settings))
     # shared by gRPC and HTTP: the limits are the gateway's
     admission = Admission(settings.max_concurrent_requests, settings.max_requests_per_client)
     health = HealthWatch(engine)
-    grpc_server = await start_grpc_server(rpcs, settings, metrics, admission, health)
+    grpc_server = await start_grpc_server(rpcs, settings, metrics, admission, health, video)
     http_server = None
     if settings.http_enabled:
         try:

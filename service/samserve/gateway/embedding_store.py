@@ -7,6 +7,10 @@ the image is shared: a request's own prompts are validated by that request alone
 shared decode and the shared encode, so one client's bad prompt or cancelled call never fails
 another's. A damaged cache value is a miss and gets rewritten.
 
+Video frames (SAM 2 tracking) are embedded the same way under their own preprocessing version
+(core.video_preprocess: the video predictor's frame loading, not the image predictor's
+transform): as image bytes, or as frames decoded from a video file, identified by their pixels.
+
 A new embedding is answered as soon as the encoder has made it; its cache entry is encoded and
 written to Redis after that, off the response's path (2 to 25 ms, 8 MiB for SAM 2). Until it is
 written, this process answers lookups of it from memory, and the cross-replica lock stays held:
@@ -29,6 +33,7 @@ from samserve.core.embedding_codec import CorruptEntry, ImageEmbedding, decode_e
 from samserve.core.errors import BackendUnavailable, DeadlineExceeded, InvalidInput, NotFound
 from samserve.core.image import decode_image, image_sha256
 from samserve.core.preprocess import PREPROCESS_VERSION, check_resizable, preprocess_for
+from samserve.core.video_preprocess import VIDEO_PREPROCESS_VERSION, frame_sha256, preprocess_video_frame
 from samserve.gateway.backends.redis_cache import RedisCache
 from samserve.gateway.backends.triton import TritonBackend
 from samserve.gateway.deadline import Deadline
@@ -142,8 +147,11 @@ class EmbeddingStore:
             self.metrics.cache.labels("corrupt").inc()
             return None
 
-    async def _decode(self, data: bytes, model: ModelInfo) -> tuple[np.ndarray, tuple[int, int]]:
-        """The image's own checks (decodable, within the limits, resizable for this model)."""
+    async def _decode(self, data: bytes | np.ndarray, model: ModelInfo) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image's own checks (decodable, within the limits, resizable for this model); a
+        frame decoded from a video file was checked when it was decoded."""
+        if isinstance(data, np.ndarray):
+            return data, (int(data.shape[0]), int(data.shape[1]))
         self.metrics.image_bytes.observe(len(data))
         rgb = await self._cpu(decode_image, data, self.settings.max_image_pixels, self.settings.min_image_side)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
@@ -153,11 +161,21 @@ class EmbeddingStore:
         return rgb, original_size
 
     async def _encode(
-        self, rgb: np.ndarray, original_size: tuple[int, int], key: str, model: ModelInfo, deadline: Deadline
+        self,
+        rgb: np.ndarray,
+        original_size: tuple[int, int],
+        key: str,
+        model: ModelInfo,
+        deadline: Deadline,
+        video: bool = False,
     ) -> ImageEmbedding:
-        x, input_size = await self._cpu(
-            preprocess_for, model.family, rgb, model.img_size, model.pixel_mean, model.pixel_std
-        )
+        if video:
+            x = await self._cpu(preprocess_video_frame, rgb, model.img_size, model.pixel_mean, model.pixel_std)
+            input_size = (model.img_size, model.img_size)
+        else:
+            x, input_size = await self._cpu(
+                preprocess_for, model.family, rgb, model.img_size, model.pixel_mean, model.pixel_std
+            )
         started = time.perf_counter()
         emb, made_by = await self.triton.encode(model, x, deadline.remaining("running the encoder"))
         self.metrics.backend_latency.labels("sam_encoder").observe(time.perf_counter() - started)
@@ -216,7 +234,13 @@ class EmbeddingStore:
         return None
 
     async def _lead(
-        self, rgb: np.ndarray, original_size: tuple[int, int], key: str, model: ModelInfo, deadline: Deadline
+        self,
+        rgb: np.ndarray,
+        original_size: tuple[int, int],
+        key: str,
+        model: ModelInfo,
+        deadline: Deadline,
+        video: bool = False,
     ) -> tuple[ImageEmbedding, bool]:
         """(embedding, made by another replica): this replica's encoder run, or another's."""
         token = None
@@ -237,7 +261,7 @@ class EmbeddingStore:
                 await self.locks.release_lock(lock_key(key), token)
 
         try:
-            entry = await self._encode(rgb, original_size, key, model, deadline)
+            entry = await self._encode(rgb, original_size, key, model, deadline, video)
         except BaseException:
             await release()
             raise
@@ -247,7 +271,7 @@ class EmbeddingStore:
             self._store(key, entry, release)
         return entry, False
 
-    def _flight(self, key: str, data: bytes, model: ModelInfo) -> _Flight:
+    def _flight(self, key: str, data: bytes | np.ndarray, model: ModelInfo) -> _Flight:
         flight = self._flights.get(key)
         if flight is None or _failed(flight.encoded):  # a failed run is never joined
             flight = _Flight(asyncio.create_task(self._decode(data, model)))
@@ -277,7 +301,13 @@ class EmbeddingStore:
             self._forget(key, flight)
 
     async def _fly(
-        self, key: str, data: bytes, model: ModelInfo, deadline: Deadline, validate: Callable | None
+        self,
+        key: str,
+        data: bytes | np.ndarray,
+        model: ModelInfo,
+        deadline: Deadline,
+        validate: Callable | None,
+        video: bool = False,
     ) -> tuple[ImageEmbedding, bool]:
         flight = self._flight(key, data, model)
         flight.waiters += 1
@@ -287,7 +317,7 @@ class EmbeddingStore:
                 validate(original_size)  # this request's own prompts, before any encoder run
             started_here = flight.encoded is None
             if started_here:
-                flight.encoded = asyncio.create_task(self._lead(rgb, original_size, key, model, deadline))
+                flight.encoded = asyncio.create_task(self._lead(rgb, original_size, key, model, deadline, video))
                 flight.encoded.add_done_callback(partial(self._encoder_run_ended, key, flight))
             encoded = flight.encoded
             try:
@@ -306,7 +336,27 @@ class EmbeddingStore:
         """(image_id, embedding, cached): `cached` when no encoder run was made for this request.
         `validate(original_size)` checks the request's own prompts once the image is decoded."""
         image_id = await self._cpu(image_sha256, data)  # hashlib releases the GIL on large inputs
-        key = cache_key(model.model_id, PREPROCESS_VERSION, image_id)
+        return await self._embedding(image_id, data, model, deadline, validate, video=False)
+
+    async def frame_embedding(
+        self, frame: bytes | np.ndarray, model: ModelInfo, deadline: Deadline
+    ) -> tuple[str, ImageEmbedding, bool]:
+        """A video frame's (frame_id, embedding, cached): image bytes (frame_id: their sha256) or a
+        frame decoded from a video file ((H, W, 3) uint8; frame_id: core.video_preprocess.frame_sha256),
+        preprocessed as the video predictor loads frames, under VIDEO_PREPROCESS_VERSION."""
+        frame_id = await self._cpu(frame_sha256 if isinstance(frame, np.ndarray) else image_sha256, frame)
+        return await self._embedding(frame_id, frame, model, deadline, None, video=True)
+
+    async def _embedding(
+        self,
+        image_id: str,
+        data: bytes | np.ndarray,
+        model: ModelInfo,
+        deadline: Deadline,
+        validate: Callable | None,
+        video: bool,
+    ) -> tuple[str, ImageEmbedding, bool]:
+        key = cache_key(model.model_id, VIDEO_PREPROCESS_VERSION if video else PREPROCESS_VERSION, image_id)
         entry = await self._lookup(key, model)
         if entry is not None:
             self.metrics.cache.labels("hit").inc()
@@ -314,7 +364,7 @@ class EmbeddingStore:
         self.metrics.cache.labels("miss").inc()
         for retry in range(RETRIES_AFTER_A_JOINED_RUN_EXPIRED + 1):
             try:
-                entry, cached = await self._fly(key, data, model, deadline, validate)
+                entry, cached = await self._fly(key, data, model, deadline, validate, video)
                 return image_id, entry, cached
             except _JoinedRunExpired:
                 # the run this request joined was bound by the deadline of the request that
@@ -326,10 +376,12 @@ class EmbeddingStore:
                     return image_id, entry, True
         raise AssertionError("unreachable")
 
-    async def by_id(self, image_id: str, model: ModelInfo, deadline: Deadline) -> ImageEmbedding:
+    async def by_id(self, image_id: str, model: ModelInfo, deadline: Deadline, video: bool = False) -> ImageEmbedding:
+        """The cached embedding of an image (video: of a video frame) by its id; NotFound when the
+        cache has none."""
         if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):
             raise InvalidInput(f"image_id: {image_id!r} is not a sha256 hex digest (64 lowercase hex characters)")
-        key = cache_key(model.model_id, PREPROCESS_VERSION, image_id)
+        key = cache_key(model.model_id, VIDEO_PREPROCESS_VERSION if video else PREPROCESS_VERSION, image_id)
         entry = await self._lookup(key, model, strict=True)
         if entry is None and self.locks is not None:
             if await self.locks.exists(lock_key(key)):

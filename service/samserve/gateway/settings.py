@@ -151,6 +151,27 @@ class Settings(BaseSettings):
     )
     embed_many_max_images: int = Field(1024, ge=1, description="HTTP EmbedMany: images in one upload")
 
+    # video tracking sessions (SAM 2)
+    video_session_ttl_s: int = Field(
+        3600, gt=0, le=7 * 24 * 3600, description="a video session expires this long after its last call"
+    )
+    video_max_frames: int = Field(2000, ge=1, description="frames of one video session (and of a video file)")
+    video_max_objects: int = Field(64, ge=1, description="objects tracked in one video session")
+    video_max_session_bytes: int = Field(
+        2 << 30,
+        ge=1 << 20,
+        description="state one video session holds in the state Redis (memories, masks, its frames' files); a "
+        "call that would pass it is RESOURCE_EXHAUSTED before any work",
+    )
+    video_max_sessions: int = Field(256, ge=1, description="live video sessions over every replica")
+    video_max_frame_pixels: int = Field(4096 * 2160, ge=64, description="a video frame's pixels at most")
+    video_max_duration_s: float = Field(3600.0, gt=0, description="a video file's duration at most")
+    video_local_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        description="video session state this gateway also keeps in memory (the Redis copy stays the truth)",
+    )
+
     # embedded default (samserve serve)
     embedded: bool = Field(True, description="start local redis-server and tritonserver")
     checkpoint: Path | None = None

@@ -15,12 +15,32 @@ class MaskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MASK_FORMAT_PNG: _ClassVar[MaskFormat]
     MASK_FORMAT_PACKED_BITS: _ClassVar[MaskFormat]
     MASK_FORMAT_POLYGONS: _ClassVar[MaskFormat]
+
+class SessionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_MODE_UNSPECIFIED: _ClassVar[SessionMode]
+    SESSION_MODE_WINDOW: _ClassVar[SessionMode]
+    SESSION_MODE_FULL: _ClassVar[SessionMode]
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    DIRECTION_FORWARD: _ClassVar[Direction]
+    DIRECTION_BACKWARD: _ClassVar[Direction]
+    DIRECTION_BOTH: _ClassVar[Direction]
 MASK_FORMAT_UNSPECIFIED: MaskFormat
 MASK_FORMAT_COCO_RLE: MaskFormat
 MASK_FORMAT_UNCOMPRESSED_RLE: MaskFormat
 MASK_FORMAT_PNG: MaskFormat
 MASK_FORMAT_PACKED_BITS: MaskFormat
 MASK_FORMAT_POLYGONS: MaskFormat
+SESSION_MODE_UNSPECIFIED: SessionMode
+SESSION_MODE_WINDOW: SessionMode
+SESSION_MODE_FULL: SessionMode
+DIRECTION_UNSPECIFIED: Direction
+DIRECTION_FORWARD: Direction
+DIRECTION_BACKWARD: Direction
+DIRECTION_BOTH: Direction
 
 class ImageSize(_message.Message):
     __slots__ = ("height", "width")
@@ -323,7 +343,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "model_id", "family", "model_type", "input_size", "prompts", "outputs", "returns_embeddings", "is_default", "precision", "runtime")
+    __slots__ = ("name", "model_id", "family", "model_type", "input_size", "prompts", "outputs", "returns_embeddings", "is_default", "precision", "runtime", "tracks_video")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +355,7 @@ class ModelDescription(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_VIDEO_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     family: str
@@ -346,7 +367,8 @@ class ModelDescription(_message.Message):
     is_default: bool
     precision: str
     runtime: str
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., model_type: _Optional[str] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., returns_embeddings: _Optional[bool] = ..., is_default: _Optional[bool] = ..., precision: _Optional[str] = ..., runtime: _Optional[str] = ...) -> None: ...
+    tracks_video: bool
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., family: _Optional[str] = ..., model_type: _Optional[str] = ..., input_size: _Optional[_Union[ImageSize, _Mapping]] = ..., prompts: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., returns_embeddings: _Optional[bool] = ..., is_default: _Optional[bool] = ..., precision: _Optional[str] = ..., runtime: _Optional[str] = ..., tracks_video: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")
@@ -355,3 +377,157 @@ class ListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelDescription]
     default_model: str
     def __init__(self, models: _Optional[_Iterable[_Union[ModelDescription, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...
+
+class StartVideoSessionRequest(_message.Message):
+    __slots__ = ("model", "mode", "video")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    mode: SessionMode
+    video: bytes
+    def __init__(self, model: _Optional[str] = ..., mode: _Optional[_Union[SessionMode, str]] = ..., video: _Optional[bytes] = ...) -> None: ...
+
+class VideoSessionLimits(_message.Message):
+    __slots__ = ("max_frames", "max_objects", "max_bytes", "max_points_per_prompt")
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_PER_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    max_frames: int
+    max_objects: int
+    max_bytes: int
+    max_points_per_prompt: int
+    def __init__(self, max_frames: _Optional[int] = ..., max_objects: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_points_per_prompt: _Optional[int] = ...) -> None: ...
+
+class VideoSession(_message.Message):
+    __slots__ = ("session_id", "model_id", "mode", "num_frames", "video_size", "object_ids", "bytes_held", "expires_at_unix", "limits", "frame_ids")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_HELD_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_IDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    model_id: str
+    mode: SessionMode
+    num_frames: int
+    video_size: ImageSize
+    object_ids: _containers.RepeatedScalarFieldContainer[int]
+    bytes_held: int
+    expires_at_unix: float
+    limits: VideoSessionLimits
+    frame_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., model_id: _Optional[str] = ..., mode: _Optional[_Union[SessionMode, str]] = ..., num_frames: _Optional[int] = ..., video_size: _Optional[_Union[ImageSize, _Mapping]] = ..., object_ids: _Optional[_Iterable[int]] = ..., bytes_held: _Optional[int] = ..., expires_at_unix: _Optional[float] = ..., limits: _Optional[_Union[VideoSessionLimits, _Mapping]] = ..., frame_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddFramesRequest(_message.Message):
+    __slots__ = ("session_id", "image", "frame_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    image: bytes
+    frame_id: str
+    def __init__(self, session_id: _Optional[str] = ..., image: _Optional[bytes] = ..., frame_id: _Optional[str] = ...) -> None: ...
+
+class VideoSessionRef(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class AddPromptRequest(_message.Message):
+    __slots__ = ("session_id", "frame_index", "object_id", "points", "box", "keep_old_points", "mask_format", "polygon_tolerance")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OLD_POINTS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    frame_index: int
+    object_id: int
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    box: Box
+    keep_old_points: bool
+    mask_format: MaskFormat
+    polygon_tolerance: float
+    def __init__(self, session_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., object_id: _Optional[int] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., keep_old_points: _Optional[bool] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
+
+class PropagateRequest(_message.Message):
+    __slots__ = ("session_id", "start_frame", "direction", "max_frames", "object_ids", "mask_format", "polygon_tolerance")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    POLYGON_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    start_frame: int
+    direction: Direction
+    max_frames: int
+    object_ids: _containers.RepeatedScalarFieldContainer[int]
+    mask_format: MaskFormat
+    polygon_tolerance: float
+    def __init__(self, session_id: _Optional[str] = ..., start_frame: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., max_frames: _Optional[int] = ..., object_ids: _Optional[_Iterable[int]] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., polygon_tolerance: _Optional[float] = ...) -> None: ...
+
+class VideoObjectMask(_message.Message):
+    __slots__ = ("object_id", "mask", "object_score", "box", "has_output")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    HAS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    object_id: int
+    mask: Mask
+    object_score: float
+    box: Box
+    has_output: bool
+    def __init__(self, object_id: _Optional[int] = ..., mask: _Optional[_Union[Mask, _Mapping]] = ..., object_score: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., has_output: _Optional[bool] = ...) -> None: ...
+
+class VideoFrameResult(_message.Message):
+    __slots__ = ("frame_index", "objects")
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    frame_index: int
+    objects: _containers.RepeatedCompositeFieldContainer[VideoObjectMask]
+    def __init__(self, frame_index: _Optional[int] = ..., objects: _Optional[_Iterable[_Union[VideoObjectMask, _Mapping]]] = ...) -> None: ...
+
+class VideoFrameResults(_message.Message):
+    __slots__ = ("frames", "session")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[VideoFrameResult]
+    session: VideoSession
+    def __init__(self, frames: _Optional[_Iterable[_Union[VideoFrameResult, _Mapping]]] = ..., session: _Optional[_Union[VideoSession, _Mapping]] = ...) -> None: ...
+
+class RemoveObjectRequest(_message.Message):
+    __slots__ = ("session_id", "object_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    object_id: int
+    def __init__(self, session_id: _Optional[str] = ..., object_id: _Optional[int] = ...) -> None: ...
+
+class ClearPromptsRequest(_message.Message):
+    __slots__ = ("session_id", "frame_index", "object_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    frame_index: int
+    object_id: int
+    def __init__(self, session_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., object_id: _Optional[int] = ...) -> None: ...
+
+class CloseVideoSessionResponse(_message.Message):
+    __slots__ = ("existed",)
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    def __init__(self, existed: _Optional[bool] = ...) -> None: ...

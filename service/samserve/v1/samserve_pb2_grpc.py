@@ -320,3 +320,482 @@ class SegmentAnything:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class VideoTrackingStub:
+    """SAM 2 video tracking, as sam2's SAM2VideoPredictor (init_state, add_new_points_or_box,
+    propagate_in_video, clear_all_prompts_in_frame, remove_object, reset_state) on the same weights.
+    A session's state lives in the state Redis: any gateway replica continues it. One call works on
+    a session at a time (another gets ABORTED). Unknown or expired sessions: NOT_FOUND.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartVideoSession = channel.unary_unary(
+                '/samserve.v1.VideoTracking/StartVideoSession',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.StartVideoSessionRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+                _registered_method=True)
+        self.AddFrames = channel.stream_unary(
+                '/samserve.v1.VideoTracking/AddFrames',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.AddFramesRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+                _registered_method=True)
+        self.AddPrompt = channel.unary_unary(
+                '/samserve.v1.VideoTracking/AddPrompt',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.AddPromptRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.FromString,
+                _registered_method=True)
+        self.Propagate = channel.unary_stream(
+                '/samserve.v1.VideoTracking/Propagate',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.PropagateRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.FromString,
+                _registered_method=True)
+        self.CancelPropagation = channel.unary_unary(
+                '/samserve.v1.VideoTracking/CancelPropagation',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+                _registered_method=True)
+        self.RemoveObject = channel.unary_unary(
+                '/samserve.v1.VideoTracking/RemoveObject',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.RemoveObjectRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.FromString,
+                _registered_method=True)
+        self.ClearPrompts = channel.unary_unary(
+                '/samserve.v1.VideoTracking/ClearPrompts',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.ClearPromptsRequest.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.FromString,
+                _registered_method=True)
+        self.ResetSession = channel.unary_unary(
+                '/samserve.v1.VideoTracking/ResetSession',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/samserve.v1.VideoTracking/GetSession',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+                _registered_method=True)
+        self.CloseSession = channel.unary_unary(
+                '/samserve.v1.VideoTracking/CloseSession',
+                request_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+                response_deserializer=samserve_dot_v1_dot_samserve__pb2.CloseVideoSessionResponse.FromString,
+                _registered_method=True)
+
+
+class VideoTrackingServicer:
+    """SAM 2 video tracking, as sam2's SAM2VideoPredictor (init_state, add_new_points_or_box,
+    propagate_in_video, clear_all_prompts_in_frame, remove_object, reset_state) on the same weights.
+    A session's state lives in the state Redis: any gateway replica continues it. One call works on
+    a session at a time (another gets ABORTED). Unknown or expired sessions: NOT_FOUND.
+    """
+
+    def StartVideoSession(self, request, context):
+        """A new session of a model that tracks video (ListModels: tracks_video). With `video`, its frames
+        are that file's, decoded (PyAV) and embedded before the answer; else add frames with AddFrames.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddFrames(self, request_iterator, context):
+        """Appends frames (images, or frame_ids of frames embedded before) in the order sent; each is
+        embedded as it arrives. All frames of a video have the size of its first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPrompt(self, request, context):
+        """Clicks and/or a box for one object on one frame: every object's mask on that frame after it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Propagate(self, request, context):
+        """Tracks every object from start_frame: a result per frame as it is tracked (and kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPropagation(self, request, context):
+        """Stops the session's running propagation within one frame (it ends with CANCELLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearPrompts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetSession(self, request, context):
+        """Every object and prompt gone (the frames stay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_VideoTrackingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartVideoSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVideoSession,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.StartVideoSessionRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.SerializeToString,
+            ),
+            'AddFrames': grpc.stream_unary_rpc_method_handler(
+                    servicer.AddFrames,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.AddFramesRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.SerializeToString,
+            ),
+            'AddPrompt': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPrompt,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.AddPromptRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.SerializeToString,
+            ),
+            'Propagate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Propagate,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.PropagateRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.SerializeToString,
+            ),
+            'CancelPropagation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPropagation,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.SerializeToString,
+            ),
+            'RemoveObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveObject,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.RemoveObjectRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.SerializeToString,
+            ),
+            'ClearPrompts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearPrompts,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.ClearPromptsRequest.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.SerializeToString,
+            ),
+            'ResetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetSession,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.VideoSession.SerializeToString,
+            ),
+            'CloseSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSession,
+                    request_deserializer=samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.FromString,
+                    response_serializer=samserve_dot_v1_dot_samserve__pb2.CloseVideoSessionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'samserve.v1.VideoTracking', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('samserve.v1.VideoTracking', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class VideoTracking:
+    """SAM 2 video tracking, as sam2's SAM2VideoPredictor (init_state, add_new_points_or_box,
+    propagate_in_video, clear_all_prompts_in_frame, remove_object, reset_state) on the same weights.
+    A session's state lives in the state Redis: any gateway replica continues it. One call works on
+    a session at a time (another gets ABORTED). Unknown or expired sessions: NOT_FOUND.
+    """
+
+    @staticmethod
+    def StartVideoSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/StartVideoSession',
+            samserve_dot_v1_dot_samserve__pb2.StartVideoSessionRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddFrames(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/samserve.v1.VideoTracking/AddFrames',
+            samserve_dot_v1_dot_samserve__pb2.AddFramesRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPrompt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/AddPrompt',
+            samserve_dot_v1_dot_samserve__pb2.AddPromptRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propagate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/Propagate',
+            samserve_dot_v1_dot_samserve__pb2.PropagateRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoFrameResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPropagation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/CancelPropagation',
+            samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/RemoveObject',
+            samserve_dot_v1_dot_samserve__pb2.RemoveObjectRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearPrompts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/ClearPrompts',
+            samserve_dot_v1_dot_samserve__pb2.ClearPromptsRequest.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoFrameResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/ResetSession',
+            samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/GetSession',
+            samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.VideoSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samserve.v1.VideoTracking/CloseSession',
+            samserve_dot_v1_dot_samserve__pb2.VideoSessionRef.SerializeToString,
+            samserve_dot_v1_dot_samserve__pb2.CloseVideoSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from samserve.core.errors import CacheUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _EXTEND = (
@@ -82,6 +84,19 @@ class RedisCache:
             self._skip_until = 0.0  # it answers again
             return value
         raise CacheUnavailable(f"the cache (Redis) did not answer reading {what}; retry with backoff")
+
+    async def strict(self, what: str, fn: Callable[[redis.Redis], Awaitable[T]]) -> T:
+        """fn(client) for state only this Redis holds (a video session's): tried twice, then
+        CacheUnavailable (retryable), never taken for an absent key."""
+        for _ in range(2):
+            try:
+                result = await fn(self._redis)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self._failed(what, exc)
+                continue
+            self._skip_until = 0.0
+            return result
+        raise CacheUnavailable(f"the state Redis did not answer {what}; retry with backoff")
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         return bool(await self._call("set", lambda: self._redis.set(key, value, ex=ttl_s), False))

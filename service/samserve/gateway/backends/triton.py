@@ -1,4 +1,4 @@
-"""Async client for the sam_encoder / sam_decoder models in Triton."""
+"""Async client for the sam_encoder / sam_decoder models in Triton (and the video tracker's)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from samserve.contract import (
     PREFIX_SEPARATOR,
     RESIDENT_BYTES,
     RUNTIME,
+    TRACKER_IO,
     ModelInfo,
     config_parameters,
     layout_mismatch,
@@ -319,6 +320,14 @@ class TritonBackend:
         masks, iou, *runtime = await self._infer(model.triton(DECODER), inputs, outputs, deadline_s, sizes)
         self._note_runtime(model.triton(DECODER), runtime)
         return masks[0], iou[0]
+
+    async def track(
+        self, model: ModelInfo, role: str, arrays: dict[str, np.ndarray], deadline_s: float | None = None
+    ) -> list[np.ndarray]:
+        """One call of a video tracker model (contract.TRACKER_MODELS; its tensors TRACKER_IO),
+        made for `model` (the tracker model refuses another's): its outputs, in order."""
+        inputs = {**arrays, MODEL_ID: model_id_tensor(model.model_id).reshape(1)}  # no batch axis (max_batch_size 0)
+        return await self._infer(model.triton(role), inputs, list(TRACKER_IO[role][1]), deadline_s)
 
     def _note_runtime(self, model: str, runtime: list[np.ndarray]) -> None:
         if runtime:

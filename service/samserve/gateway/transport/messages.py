@@ -88,7 +88,7 @@ def embed_response(r: EmbedResult) -> pb.EmbedResponse:
     return out
 
 
-def _mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
+def mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
     m = pb.Mask(height=size[0], width=size[1])
     if fmt is MaskFormat.COCO_RLE:
         m.coco_rle.size.extend(payload["size"])
@@ -111,7 +111,7 @@ def _mask_pb(payload, fmt: MaskFormat, size: tuple[int, int]) -> pb.Mask:
 
 def _prompt_result(o: PromptOutput, fmt: MaskFormat, size: tuple[int, int]) -> pb.PromptResult:
     r = pb.PromptResult(
-        masks=[_mask_pb(m, fmt, size) for m in o.masks],
+        masks=[mask_pb(m, fmt, size) for m in o.masks],
         iou_predictions=o.iou_predictions.tolist(),
         low_res_logits_ids=o.low_res_logits_ids or [],
     )
@@ -144,7 +144,7 @@ def generate_response(r: GenerateResult, fmt: MaskFormat) -> pb.GenerateMasksRes
     out = pb.GenerateMasksResponse(image_id=r.image_id, original_size=size_pb(r.original_size), cached=r.cached)
     for rec in r.records:
         out.masks.add(
-            segmentation=_mask_pb(rec.segmentation, fmt, r.original_size),
+            segmentation=mask_pb(rec.segmentation, fmt, r.original_size),
             bbox=rec.bbox,
             area=rec.area,
             predicted_iou=rec.predicted_iou,
@@ -173,6 +173,7 @@ def list_models_response(models: list[ModelInfo], default: str) -> pb.ListModels
                 is_default=m.name == default,
                 precision=m.precision,
                 runtime=m.runtime,
+                tracks_video=m.can_track,
             )
             for m in models
         ],

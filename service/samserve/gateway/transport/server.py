@@ -17,11 +17,14 @@ from samserve.gateway.transport.health import HealthWatch
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.servicer import SegmentAnythingServicer
 from samserve.gateway.transport.status import Admission
+from samserve.gateway.transport.video_rpcs import VideoRpcs
+from samserve.gateway.transport.video_servicer import VideoTrackingServicer
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentAnything"].full_name
+VIDEO_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoTracking"].full_name
 
 
 @dataclass
@@ -34,7 +37,12 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    rpcs: Rpcs, settings: Settings, metrics: Metrics, admission: Admission, health_watch: HealthWatch
+    rpcs: Rpcs,
+    settings: Settings,
+    metrics: Metrics,
+    admission: Admission,
+    health_watch: HealthWatch,
+    video: VideoRpcs | None = None,
 ) -> GrpcServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_request_bytes),
@@ -48,29 +56,36 @@ async def start_grpc_server(
             )
         )
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    pb_grpc.add_SegmentAnythingServicer_to_server(
-        SegmentAnythingServicer(
-            rpcs,
-            metrics,
-            admission,
-            settings.stream_idle_timeout_s,
-            settings.stream_max_s,
-            by_token=bool(settings.auth_tokens),
-        ),
-        server,
+    images = SegmentAnythingServicer(
+        rpcs,
+        metrics,
+        admission,
+        settings.stream_idle_timeout_s,
+        settings.stream_max_s,
+        by_token=bool(settings.auth_tokens),
     )
+    pb_grpc.add_SegmentAnythingServicer_to_server(images, server)
+    if video is not None:
+        pb_grpc.add_VideoTrackingServicer_to_server(
+            VideoTrackingServicer(video, metrics, admission, images._identify, settings.stream_idle_timeout_s), server
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
     async def set_health(ready: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, VIDEO_SERVICE_NAME):
             await health_servicer.set(name, status)
 
     await set_health(health_watch.ready)
     health_watch.on_change(set_health)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            VIDEO_SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     creds = server_credentials(settings)

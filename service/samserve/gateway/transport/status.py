@@ -17,8 +17,10 @@ import grpc
 from samserve.core.errors import (
     BackendError,
     BackendUnavailable,
+    Busy,
     Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     OverCapacity,
@@ -39,6 +41,8 @@ STATUS = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     BackendError: grpc.StatusCode.INTERNAL,
     Cancelled: grpc.StatusCode.CANCELLED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Busy: grpc.StatusCode.ABORTED,
 }
 # Errors the client cannot act on carry the request id, the key to the server's log line.
 WITH_REQUEST_ID = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
