@@ -55,7 +55,8 @@ def served(tmp_path_factory, cache_dir, redis_server):
     gateways = []
 
     def gateway(**overrides):
-        gw = GatewayThread(gateway_settings(triton.grpc_url, redis_server.url, state_redis_url=state.url, **overrides))
+        settings = {"redis_url": redis_server.url, "state_redis_url": state.url, **overrides}
+        gw = GatewayThread(gateway_settings(triton.grpc_url, **settings))
         gateways.append(gw)
         return gw
 
@@ -170,23 +171,32 @@ def test_a_session_equals_sam2_video_predictor(served, fidelity_results):
 
 
 def test_window_and_full_answer_a_forward_run_as_the_reference(served):
+    """Through the SDK (SamClient.video_session)."""
+    from samserve.client import SamClient
+
     predictor, folder, jpegs, gateway, _ = served
-    s = stub(gateway())
     ref = predictor.init_state(folder)
     x, y = shape_centre(T, H, W, SEED, 0, 0)
     predictor.add_new_points_or_box(ref, 0, 1, points=[[x, y]], labels=[1])
     ref_run = list(predictor.propagate_in_video(ref))
     sizes = {}
-    for mode in (pb.SESSION_MODE_WINDOW, pb.SESSION_MODE_FULL):
-        sid = start_session(s, jpegs, mode)
-        prompt(s, sid, 0, 1, [(x, y)], [1])
-        same_run(ref_run, propagate(s, sid), pb.SessionMode.Name(mode))
-        sizes[mode] = s.GetSession(pb.VideoSessionRef(session_id=sid)).bytes_held
-        if mode == pb.SESSION_MODE_WINDOW:  # it keeps no memory of frame 3 any more: refused, not guessed
-            with pytest.raises(grpc.RpcError) as err:
-                propagate(s, sid, start_frame=3)
-            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "WINDOW" in err.value.details()
-    assert sizes[pb.SESSION_MODE_WINDOW] < sizes[pb.SESSION_MODE_FULL] / 2
+    with SamClient(gateway().target) as c:
+        for mode in ("window", "full"):
+            session = c.video_session(frames=jpegs, mode=mode)
+            assert session.info.num_frames == T
+            session.add_prompt(0, 1, [(x, y)], [1])
+            got = list(session.propagate())
+            assert [f for f, _, _ in ref_run] == [g.frame_index for g in got]
+            for (f, _, masks), g in zip(ref_run, got, strict=True):
+                score = iou(masks[0, 0].numpy() > 0, g.objects[1].mask)
+                assert score >= 0.99, f"{mode} frame {f}: IoU {score:.4f}"
+            sizes[mode] = session.refresh().bytes_held
+            if mode == "window":  # it keeps no memory of frame 3 any more: refused, not guessed
+                with pytest.raises(grpc.RpcError) as err:
+                    list(session.propagate(start_frame=3))
+                assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "WINDOW" in err.value.details()
+            assert session.close()
+    assert sizes["window"] < sizes["full"] / 2
 
 
 def test_an_mp4_session_equals_the_reference_on_its_frames(served):
@@ -271,3 +281,60 @@ def test_hostile_calls_get_precise_statuses(served):
         s.AddFrames(iter([pb.AddFramesRequest(session_id=sid, image=buf.getvalue())]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "frames are" in err.value.details()
     assert s.GetSession(pb.VideoSessionRef(session_id=sid)).num_frames == 3  # the refused frame was not added
+
+
+def test_a_propagation_stops_within_a_frame_of_a_cancel(served):
+    _, _, jpegs, gateway, _ = served
+    gw = gateway()
+    s = stub(gw)
+    sid = start_session(s, jpegs)
+    x, y = shape_centre(T, H, W, SEED, 0, 0)
+    prompt(s, sid, 0, 1, [(x, y)], [1])
+    stream = s.Propagate(pb.PropagateRequest(session_id=sid))
+    got = [next(stream)]
+    s.CancelPropagation(pb.VideoSessionRef(session_id=sid))
+    with pytest.raises(grpc.RpcError) as err:
+        got += list(stream)
+    assert err.value.code() == grpc.StatusCode.CANCELLED and "CancelPropagation" in err.value.details()
+    assert len(got) < T
+    # the client going away stops it too, and gives the session back at once
+    call = s.Propagate(pb.PropagateRequest(session_id=sid))
+    next(call)
+    call.cancel()
+    for _ in range(50):
+        try:
+            assert len(propagate(s, sid, max_frames=2)) == 3
+            break
+        except grpc.RpcError as exc:  # the cancelled call's lock, until its work has unwound
+            assert exc.code() == grpc.StatusCode.ABORTED
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the session stayed locked after its client cancelled")
+
+
+def test_a_session_outlives_an_embedding_cache_filled_past_its_limit(served, cache_dir):
+    """The embedding cache (LRU) loses every frame's embedding mid-session; the session, in the
+    state Redis, loses nothing, and its frames are embedded again from what it keeps of them."""
+    import redis
+
+    from samserve.devtools.local_servers import start_redis
+
+    predictor, folder, jpegs, gateway, state = served
+    cache = start_redis(maxmemory="4mb")
+    try:
+        gw = gateway(redis_url=cache.url)
+        s = stub(gw)
+        sid = start_session(s, jpegs)
+        ref = predictor.init_state(folder)
+        x, y = shape_centre(T, H, W, SEED, 0, 0)
+        predictor.add_new_points_or_box(ref, 0, 1, points=[[x, y]], labels=[1])
+        prompt(s, sid, 0, 1, [(x, y)], [1])
+        r = redis.Redis.from_url(cache.url)
+        for i in range(400):  # 8 MB of other entries: past the cache's limit, twice
+            r.set(f"junk:{i}", b"x" * 20000)
+        runs = gw.metric("samserve_encoder_runs_total")
+        same_run(list(predictor.propagate_in_video(ref)), propagate(s, sid), "after the cache was flushed")
+        assert gw.metric("samserve_encoder_runs_total") > runs + T // 2  # frames embedded again
+        assert redis.Redis.from_url(state.url).exists(f"samserve:video:{sid}:meta")
+    finally:
+        cache.stop()

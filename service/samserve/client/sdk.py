@@ -200,6 +200,7 @@ class SamClient:
             self.channel = grpc.insecure_channel(target, options=options)
         self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.stub = pb_grpc.SegmentAnythingStub(self.channel)
+        self.video = pb_grpc.VideoTrackingStub(self.channel)
         self.timeout_s = timeout_s
 
     def close(self) -> None:
@@ -210,6 +211,19 @@ class SamClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def video_session(
+        self,
+        video: bytes | None = None,
+        frames: Iterable[bytes] | None = None,
+        model: str = "",
+        mode: str = "window",
+    ):
+        """A video tracking session (samserve.client.video.VideoSession) of a video file (MP4,
+        WebM, ...) or of image frames; mode "window" or "full" (README: Video tracking)."""
+        from samserve.client.video import start_session
+
+        return start_session(self.video, self.timeout_s, self.metadata, video, frames, model, mode)
 
     def list_models(self) -> pb.ListModelsResponse:
         return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout_s, metadata=self.metadata)

@@ -45,8 +45,8 @@ class FrameOutput:
     """One object's output on one frame, as the reference keeps it (its compact_current_out):
     the low-resolution mask logits, the object pointer and score, and, once the memory
     encoder has run, the memory features as bfloat16 bits (maskmem_pos_enc is a constant).
-    A session that keeps only a forward window (core.video_window) keeps the pointer alone of
-    frames older than the memories it reads (pred_masks and maskmem_features None)."""
+    A session that keeps only a forward window (core.video_window) drops the logits of older
+    frames (pred_masks None), and their memories too beyond the frames tracking reads."""
 
     pred_masks: np.ndarray | None  # (L, L) float32
     obj_ptr: np.ndarray  # (C,) float32
@@ -61,7 +61,7 @@ class FrameOutput:
 
     @property
     def pointer_only(self) -> bool:
-        return self.pred_masks is None
+        return self.pred_masks is None and self.maskmem_features is None
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,10 @@ class VideoTracker:
         prev = obj.output_on(frame_idx, is_cond)
         prev_logits = None
         if prev is not None:
+            if prev.pred_masks is None:
+                raise ValueError(
+                    f"object {obj_id}'s mask on frame {frame_idx} is no longer kept: it cannot be corrected"
+                )
             prev_logits = np.clip(prev.pred_masks, -CLAMP_PREVIOUS_LOGITS, CLAMP_PREVIOUS_LOGITS)
         (out,) = await self._step(
             state, [obj], frame_idx, features, is_init, reverse, (coords, labs), [prev_logits], run_memory_encoder=False
@@ -289,6 +293,8 @@ class VideoTracker:
         scores: list[float | None] = []
         for i, obj in enumerate(state.objects):
             out = obj.output_on(frame_idx, is_cond)
+            if out is not None and out.pred_masks is None:
+                out = None  # a WINDOW session no longer keeps this frame's logits: no output shown
             scores.append(None if out is None else out.object_score_logits)
             if out is not None:
                 logits[i] = out.pred_masks

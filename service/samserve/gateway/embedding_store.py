@@ -147,13 +147,19 @@ class EmbeddingStore:
             self.metrics.cache.labels("corrupt").inc()
             return None
 
-    async def _decode(self, data: bytes | np.ndarray, model: ModelInfo) -> tuple[np.ndarray, tuple[int, int]]:
+    async def _decode(
+        self, data: bytes | np.ndarray, model: ModelInfo, video: bool = False
+    ) -> tuple[np.ndarray, tuple[int, int]]:
         """The image's own checks (decodable, within the limits, resizable for this model); a
-        frame decoded from a video file was checked when it was decoded."""
+        frame decoded from a video file was checked when it was decoded. A video frame sent as
+        an image is held to the video frames' limit (video_max_frame_pixels) too."""
         if isinstance(data, np.ndarray):
             return data, (int(data.shape[0]), int(data.shape[1]))
         self.metrics.image_bytes.observe(len(data))
-        rgb = await self._cpu(decode_image, data, self.settings.max_image_pixels, self.settings.min_image_side)
+        limit = self.settings.max_image_pixels
+        if video:
+            limit = min(limit, self.settings.video_max_frame_pixels)
+        rgb = await self._cpu(decode_image, data, limit, self.settings.min_image_side)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         self.metrics.image_pixels.observe(original_size[0] * original_size[1])
         if model.family != SAM2:  # SAM 2 resizes to a square: any aspect ratio fits
@@ -271,10 +277,10 @@ class EmbeddingStore:
             self._store(key, entry, release)
         return entry, False
 
-    def _flight(self, key: str, data: bytes | np.ndarray, model: ModelInfo) -> _Flight:
+    def _flight(self, key: str, data: bytes | np.ndarray, model: ModelInfo, video: bool = False) -> _Flight:
         flight = self._flights.get(key)
         if flight is None or _failed(flight.encoded):  # a failed run is never joined
-            flight = _Flight(asyncio.create_task(self._decode(data, model)))
+            flight = _Flight(asyncio.create_task(self._decode(data, model, video)))
             flight.decoded.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even unread
             self._flights[key] = flight
         return flight
@@ -309,7 +315,7 @@ class EmbeddingStore:
         validate: Callable | None,
         video: bool = False,
     ) -> tuple[ImageEmbedding, bool]:
-        flight = self._flight(key, data, model)
+        flight = self._flight(key, data, model, video)
         flight.waiters += 1
         try:
             rgb, original_size = await _wait(flight.decoded, deadline, "decoding the image")
