@@ -42,15 +42,17 @@ def load_model(name: str):
 class Stack:
     repository: Path
     triton: object  # samserve.devtools.local_servers.TritonServer
-    redis: object  # samserve.devtools.local_servers.RedisServer
+    redis: object  # samserve.devtools.local_servers.RedisServer: the embedding cache
     gateways: list  # samserve.devtools.gateway_thread.GatewayThread
+    state: object = None  # the state Redis (noeviction): locks, kept logits, video sessions
 
 
 @contextlib.contextmanager
 def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-", precision: str = "fp32") -> Iterator[Stack]:
     """Exports `loaded` to a CPU repository (in `precision` when it passes the gate, else fp32:
-    build_info.json says which) and serves it: redis-server, tritonserver and `gateways` gateway
-    replicas sharing them; everything stops on exit."""
+    build_info.json says which) and serves it: redis-server (the cache, and the state as serve
+    starts them), tritonserver and `gateways` gateway replicas sharing them; everything stops on
+    exit."""
     from build_engines.repository import write_cpu_repository
     from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
     from samserve.devtools.local_servers import start_redis, start_triton
@@ -60,11 +62,13 @@ def local_stack(loaded, gateways: int = 1, prefix: str = "samserve-bench-", prec
     with contextlib.ExitStack() as stack:
         redis = start_redis()
         stack.callback(redis.stop)
+        state = start_redis(maxmemory="2gb", extra_args=["--maxmemory-policy", "noeviction"])  # as serve does
+        stack.callback(state.stop)
         triton = start_triton(repo, work / "triton.log", work)
         stack.callback(triton.stop)
         gws = []
         for _ in range(gateways):
-            gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url))
+            gw = GatewayThread(gateway_settings(triton.grpc_url, redis.url, state_redis_url=state.url))
             stack.callback(gw.stop)
             gws.append(gw)
-        yield Stack(repo, triton, redis, gws)
+        yield Stack(repo, triton, redis, gws, state)

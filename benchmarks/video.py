@@ -173,7 +173,7 @@ def window_bytes(args) -> None:
             click_objects(s, sid, [shape_centre(frames, h, w, 5, 0, 0)])
             for _ in s.Propagate(pb.PropagateRequest(session_id=sid)):
                 pass
-            r = redis.Redis.from_url(stack.redis.url)
+            r = redis.Redis.from_url(stack.state.url)
             outputs = sum(len(v) for v in r.hvals(f"samserve:video:{sid}:outputs"))
             meta = len(r.get(f"samserve:video:{sid}:meta"))
             sizes[frames] = (outputs, meta)

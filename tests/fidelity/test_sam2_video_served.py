@@ -22,6 +22,12 @@ from samserve.v1 import samserve_pb2_grpc as pb_grpc
 from tests.support.sam2_video import draw_object_scores, scaled_video_predictor
 
 T, H, W, SEED = 24, 144, 192, 7
+
+
+def frames_of():
+    return moving_shapes(T, H, W, SEED)
+
+
 IOUS: list[float] = []
 SCORES: list[float] = []
 
@@ -336,5 +342,16 @@ def test_a_session_outlives_an_embedding_cache_filled_past_its_limit(served, cac
         same_run(list(predictor.propagate_in_video(ref)), propagate(s, sid), "after the cache was flushed")
         assert gw.metric("samserve_encoder_runs_total") > runs + T // 2  # frames embedded again
         assert redis.Redis.from_url(state.url).exists(f"samserve:video:{sid}:meta")
+        # a session of a video file: its lost frames are decoded from the file again
+        session = s.StartVideoSession(pb.StartVideoSessionRequest(mode=pb.SESSION_MODE_FULL, video=mp4(frames_of())))
+        prompt(s, session.session_id, 0, 1, [(x, y)], [1])
+        first = propagate(s, session.session_id)
+        for i in range(400):
+            r.set(f"junk:{i}", b"y" * 20000)
+        runs = gw.metric("samserve_encoder_runs_total")
+        again = propagate(s, session.session_id)
+        assert gw.metric("samserve_encoder_runs_total") > runs + T // 2
+        for a, b in zip(first, again, strict=True):
+            assert iou(decode_mask(a.objects[0].mask), decode_mask(b.objects[0].mask)) == 1.0
     finally:
         cache.stop()

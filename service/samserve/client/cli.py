@@ -94,7 +94,7 @@ async def _serve(settings) -> None:
             redis = start_redis()  # the embedding cache: allkeys-lru
             stack.callback(redis.stop)
             record_servers(registry, [redis])
-            state = start_redis(maxmemory="256mb", extra_args=["--maxmemory-policy", "noeviction"])
+            state = start_redis(maxmemory="2gb", extra_args=["--maxmemory-policy", "noeviction"])
             stack.callback(state.stop)  # locks and kept logits: never evicted
             record_servers(registry, [redis, state])
             triton = start_triton(repo, settings.cache_dir / "logs" / "tritonserver.log", settings.cache_dir)

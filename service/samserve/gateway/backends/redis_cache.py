@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
-from samserve.core.errors import CacheUnavailable
+from samserve.core.errors import CacheUnavailable, Overloaded
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +91,11 @@ class RedisCache:
         for _ in range(2):
             try:
                 result = await fn(self._redis)
+            except OutOfMemoryError:
+                raise Overloaded(
+                    f"the state Redis is full (its maxmemory, noeviction) {what}: close sessions, or retry once "
+                    "some expire"
+                ) from None
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 self._failed(what, exc)
                 continue

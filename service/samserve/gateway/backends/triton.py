@@ -322,12 +322,18 @@ class TritonBackend:
         return masks[0], iou[0]
 
     async def track(
-        self, model: ModelInfo, role: str, arrays: dict[str, np.ndarray], deadline_s: float | None = None
+        self,
+        model: ModelInfo,
+        role: str,
+        arrays: dict[str, np.ndarray],
+        deadline_s: float | None = None,
+        output_bytes: dict[str, int] | None = None,
     ) -> list[np.ndarray]:
         """One call of a video tracker model (contract.TRACKER_MODELS; its tensors TRACKER_IO),
-        made for `model` (the tracker model refuses another's): its outputs, in order."""
+        made for `model` (the tracker model refuses another's): its outputs, in order.
+        output_bytes: the outputs' sizes, which change with the object count (shared memory)."""
         inputs = {**arrays, MODEL_ID: model_id_tensor(model.model_id).reshape(1)}  # no batch axis (max_batch_size 0)
-        return await self._infer(model.triton(role), inputs, list(TRACKER_IO[role][1]), deadline_s)
+        return await self._infer(model.triton(role), inputs, list(TRACKER_IO[role][1]), deadline_s, output_bytes)
 
     def _note_runtime(self, model: str, runtime: list[np.ndarray]) -> None:
         if runtime:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from samserve.core.errors import InvalidInput
+from samserve.core.errors import InvalidInput, NotFound
 from samserve.core.mask_formats import MaskFormat
 from samserve.core.video_tracking import FrameMasks
 from samserve.gateway.deadline import Deadline
@@ -137,6 +137,10 @@ class VideoRpcs:
         max_frames = request.max_frames if request.HasField("max_frames") else None
         only = set(request.object_ids) or None
         view = await self.sessions.get(request.session_id)
+        if only is not None and (unknown := sorted(only - set(view.object_ids))):
+            raise NotFound(
+                f"object_ids {unknown} are not in video session {view.session_id} (objects: {view.object_ids})"
+            )
         async for masks in self.sessions.propagate(request.session_id, start, direction, max_frames, deadline):
             yield await self._frame_pb(masks, view, fmt, tolerance, only)
 

@@ -128,8 +128,8 @@ class SessionStore:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    async def create(self, meta: SessionMeta, sources: dict[str, bytes]) -> LoadedSession:
-        """A new session (RESOURCE_EXHAUSTED when video_max_sessions are live)."""
+    async def check_capacity(self) -> None:
+        """RESOURCE_EXHAUSTED when video_max_sessions are live (over every replica)."""
         now = time.time()
 
         async def live(r):
@@ -141,6 +141,10 @@ class SessionStore:
                 f"{self.max_sessions} video sessions are live (video_max_sessions): close one, or retry when one "
                 "expires"
             )
+
+    async def create(self, meta: SessionMeta, sources: dict[str, bytes]) -> LoadedSession:
+        """A new session (RESOURCE_EXHAUSTED when video_max_sessions are live)."""
+        await self.check_capacity()
         meta.source_bytes = sum(len(v) for v in sources.values())
         loaded = LoadedSession(meta, TrackingState(len(meta.frame_ids), meta.height, meta.width))
         await self.save(loaded, sources=sources)

@@ -51,6 +51,8 @@ from samserve.gateway.video_file import VideoLimits, decode_frames, probe
 
 log = logging.getLogger(__name__)
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
+REFILL_AHEAD = 16  # frames re-embedded from a video file after one the cache lost
+SOURCES_FLUSH_BYTES = 64 << 20  # AddFrames writes its frames' images to Redis every this many bytes
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ class VideoSessions:
             data = await store.source(meta.session_id, VIDEO_SOURCE)
             if data is None:
                 raise NotFound(f"video session {meta.session_id} lost its video file; start another")
-            frame = await self.run_cpu(_nth_frame, data, self.limits(), frame_idx)
+            return await self._refill_from_video(data, meta, model, frame_idx, deadline)
         else:
             frame = await store.source(meta.session_id, str(frame_idx))
             if frame is None:
@@ -191,6 +193,30 @@ class VideoSessions:
                     "no image of it (it was added by id): add the frame's image again in a new session"
                 )
         _, entry, _ = await self.embeddings.frame_embedding(frame, model, deadline)
+        return entry
+
+    async def _refill_from_video(
+        self, data: bytes, meta: SessionMeta, model: ModelInfo, frame_idx: int, deadline: Deadline
+    ):
+        """A frame the cache lost, from the session's video file: decoded from the start (a file
+        has no cheaper way to a frame), and the next REFILL_AHEAD frames embedded too, so that a
+        propagation over lost frames decodes the file once per REFILL_AHEAD frames, not per frame."""
+        frames = decode_frames(data, self.limits())
+        entry = None
+        try:
+            for i in range(frame_idx + REFILL_AHEAD):
+                frame = await self.run_cpu(next, frames, None)
+                if frame is None:
+                    break
+                if i < frame_idx:
+                    continue
+                _, got, _ = await self.embeddings.frame_embedding(frame, model, deadline)
+                if i == frame_idx:
+                    entry = got
+        finally:
+            frames.close()
+        if entry is None:
+            raise NotFound(f"the session's video file has no frame {frame_idx}")
         return entry
 
     async def _loaded(self, session_id: str) -> LoadedSession:
@@ -206,6 +232,7 @@ class VideoSessions:
         meta = SessionMeta(
             new_session_id(), model.model_id, model.name, mode, self.settings.video_session_ttl_s, time.time()
         )
+        await store.check_capacity()  # before any work (create checks again)
         sources: dict[str, bytes] = {}
         if video:
             limits = self.limits()
@@ -254,7 +281,6 @@ class VideoSessions:
                         f"video session {session_id} was made from a video file: it takes no frames"
                     )
                 sources: dict[str, bytes] = {}
-                added = 0
                 async for f in frames:
                     index = len(meta.frame_ids)
                     if index >= self.settings.video_max_frames:
@@ -274,15 +300,21 @@ class VideoSessions:
                         )
                         sources[str(index)] = f.image
                     meta.frame_ids.append(frame_id)
-                    added += 1
-                meta.source_bytes += sum(len(v) for v in sources.values())
-                loaded.state.num_frames = len(meta.frame_ids)
-                loaded.state.video_height, loaded.state.video_width = meta.height, meta.width
-                await store.save(loaded, sources=sources)
+                    if sum(map(len, sources.values())) >= SOURCES_FLUSH_BYTES:  # the frames so far, kept
+                        await self._save_frames(loaded, sources)
+                        sources = {}
+                await self._save_frames(loaded, sources)
                 return view(loaded)
             except BaseException:
                 store.forget(session_id)
                 raise
+
+    async def _save_frames(self, loaded: LoadedSession, sources: dict[str, bytes]) -> None:
+        meta = loaded.meta
+        meta.source_bytes += sum(len(v) for v in sources.values())
+        loaded.state.num_frames = len(meta.frame_ids)
+        loaded.state.video_height, loaded.state.video_width = meta.height, meta.width
+        await self._store().save(loaded, sources=sources)
 
     async def _added_frame(self, f: FrameIn, model: ModelInfo, index: int, deadline: Deadline):
         if (f.image is None) == (f.frame_id is None):
@@ -510,11 +542,3 @@ class VideoSessions:
         """Whether the model's masks are answered without overlaps (its non_overlap_masks)."""
         config = self._configs.get(model_id)
         return bool(config is not None and config.non_overlap_masks)
-
-
-def _nth_frame(data: bytes, limits: VideoLimits, index: int) -> np.ndarray:
-    """The video file's frame `index`, decoded from the start (a frame the cache lost)."""
-    for i, frame in enumerate(decode_frames(data, limits)):
-        if i == index:
-            return frame
-    raise NotFound(f"the video file has no frame {index}")

@@ -19,7 +19,19 @@ class TritonTrackingModels:
         names = TRACKER_IO[role][0]
         self.calls += 1
         feed = {n: np.ascontiguousarray(a) for n, a in zip(names, arrays, strict=True)}
-        return await self.triton.track(self.model, role, feed, self.deadline.remaining(f"running {role}"))
+        deadline_s = self.deadline.remaining(f"running {role}")
+        return await self.triton.track(self.model, role, feed, deadline_s, self._output_bytes(role, arrays[0]))
+
+    @staticmethod
+    def _output_bytes(role: str, first: np.ndarray) -> dict[str, int]:
+        """The large outputs' sizes for this object count (float32), so that they come back
+        through shared memory regions of the right size whatever the count was last time."""
+        b, e = first.shape[0], first.shape[-1]
+        if role == SAM2_CONDITIONING:
+            return {"conditioned": b * 256 * e * e * 4}
+        if role == SAM2_TRACKING_DECODER:
+            return {"low_res_masks": b * 4 * (4 * e) ** 2 * 4, "object_pointers": b * 4 * 256 * 4}
+        return {"maskmem_features": b * 64 * e * e * 4}
 
     async def condition(self, vision, memory, memory_tpos, pointers, positions) -> np.ndarray:
         f32 = np.float32
