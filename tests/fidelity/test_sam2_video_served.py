@@ -30,6 +30,7 @@ def frames_of():
 
 IOUS: list[float] = []
 SCORES: list[float] = []
+SERVERS: dict = {}  # the module's Triton (a test restarts it), its repository and work folder
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,6 +58,7 @@ def served(tmp_path_factory, cache_dir, redis_server):
     loaded = load_sam2_checkpoint(ckpt, "sam2.1_scaled")  # as a downloaded checkpoint is loaded
     repo = write_cpu_repository(loaded, work / "repo")
     triton = start_triton(repo, work / "triton.log", cache_dir)
+    SERVERS.update(triton=triton, repo=repo, work=work)
     state = start_redis(maxmemory="256mb", extra_args=["--maxmemory-policy", "noeviction"])
     gateways = []
 
@@ -72,7 +74,7 @@ def served(tmp_path_factory, cache_dir, redis_server):
     finally:
         for gw in gateways:
             gw.stop()
-        triton.stop()
+        SERVERS["triton"].stop()
         state.stop()
 
 
@@ -355,3 +357,41 @@ def test_a_session_outlives_an_embedding_cache_filled_past_its_limit(served, cac
             assert iou(decode_mask(a.objects[0].mask), decode_mask(b.objects[0].mask)) == 1.0
     finally:
         cache.stop()
+
+
+def test_a_session_goes_on_after_triton_died_mid_propagation(served, cache_dir):
+    """Triton is killed (SIGKILL) during a propagation and restarted; the session goes on from
+    what Redis holds, on another gateway, with an uninterrupted run's answers."""
+    from samserve.devtools.local_servers import start_triton
+
+    _, _, jpegs, gateway, _ = served
+    first = gateway()
+    s1 = stub(first)
+    sid = start_session(s1, jpegs)
+    x, y = shape_centre(T, H, W, SEED, 0, 0)
+    prompt(s1, sid, 0, 1, [(x, y)], [1])
+    whole_sid = start_session(s1, jpegs)
+    prompt(s1, whole_sid, 0, 1, [(x, y)], [1])
+    whole = propagate(s1, whole_sid)
+    stream = s1.Propagate(pb.PropagateRequest(session_id=sid), timeout=30)
+    got = [next(stream) for _ in range(4)]
+    old = SERVERS["triton"]
+    old.kill()
+    with pytest.raises(grpc.RpcError) as err:
+        got += list(stream)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    SERVERS["triton"] = start_triton(
+        SERVERS["repo"], SERVERS["work"] / "triton2.log", cache_dir, old.grpc_port, old.http_port, old.metrics_port
+    )
+    s2 = stub(gateway())
+    rest = None
+    for _ in range(100):  # UNAVAILABLE until the gateway sees Triton's models ready
+        try:
+            rest = propagate(s2, sid, start_frame=len(got))
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED), exc.details()
+            time.sleep(0.2)
+    assert rest is not None and [r.frame_index for r in got + rest] == list(range(T))
+    for a, b in zip(got + rest, whole, strict=True):
+        assert iou(decode_mask(a.objects[0].mask), decode_mask(b.objects[0].mask)) >= 0.999
