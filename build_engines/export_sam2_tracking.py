@@ -98,6 +98,7 @@ def tracker_config(model) -> str:
         "multimask_max_pt_num": int(model.multimask_max_pt_num),
         "add_all_frames_to_correct_as_cond": bool(getattr(model, "add_all_frames_to_correct_as_cond", False)),
         "non_overlap_masks": bool(getattr(model, "non_overlap_masks", False)),
+        "fill_hole_area": int(getattr(model, "fill_hole_area", 0)),
         "no_mem_embed": [float(v) for v in model.no_mem_embed.detach().reshape(-1)],
         "memory": {
             "num_maskmem": int(model.num_maskmem),

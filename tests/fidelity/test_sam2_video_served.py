@@ -19,7 +19,7 @@ from samserve.client.sdk import decode_mask
 from samserve.devtools.sample_videos import moving_shapes, mp4, shape_centre, write_jpeg_frames
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
-from tests.support.sam2_video import draw_object_scores, scaled_video_predictor
+from tests.support.sam2_video import draw_object_scores, reference_hole_filling, scaled_video_predictor
 
 T, H, W, SEED = 24, 144, 192, 7
 
@@ -36,6 +36,13 @@ SERVERS: dict = {}  # the module's Triton (a test restarts it), its repository a
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def holes_filled_as_on_a_gpu():
+    """The reference fills small holes (fill_hole_area) on a GPU only: here on the CPU too."""
+    with reference_hole_filling():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ the random weights build_sam2_model draws."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -104,3 +106,31 @@ def draw_object_scores(predictor, folder: str, points: list[list[float]]) -> Non
     solution = torch.linalg.lstsq(x, target[:, None]).solution[:, 0]
     last.weight.copy_(solution[:-1].float()[None])
     last.bias.copy_(solution[-1:].float())
+
+
+@contextlib.contextmanager
+def reference_hole_filling():
+    """sam2's fill_holes_in_mask_scores needs its CUDA extension's connected components; on the
+    CPU the reference warns and skips the filling. Here it gets a written CPU one instead
+    (scipy.ndimage.label with 8-connectivity, the kernel's, and each component's area), so the
+    reference fills holes as it does on a GPU, and the service (which fills them with OpenCV) is
+    compared with that."""
+    import sam2.utils.misc as misc
+    from scipy import ndimage
+
+    def components(mask: torch.Tensor):
+        m = mask.to(torch.uint8).cpu().numpy()
+        labels, counts = np.zeros(m.shape, np.int32), np.zeros(m.shape, np.int32)
+        for i in range(m.shape[0]):
+            lab, _ = ndimage.label(m[i, 0], structure=np.ones((3, 3), dtype=int))
+            area = np.bincount(lab.ravel())
+            area[0] = 0
+            labels[i, 0], counts[i, 0] = lab, area[lab]
+        return torch.from_numpy(labels), torch.from_numpy(counts)
+
+    original = misc.get_connected_components
+    misc.get_connected_components = components
+    try:
+        yield
+    finally:
+        misc.get_connected_components = original

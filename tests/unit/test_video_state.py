@@ -121,3 +121,26 @@ def test_a_window_refuses_what_it_no_longer_keeps():
     assert "frame 50" in window_gap(state, 49, True, FLAGS)  # backward into the dropped frames
     assert "correct" in correction_gap(state, 58, 1)  # its logits are dropped
     assert correction_gap(state, 59, 1) is None and correction_gap(state, 0, 1) is None
+
+
+def test_holes_are_filled_as_the_reference_fills_them():
+    """core.video_tracking.fill_holes (OpenCV) against sam2's fill_holes_in_mask_scores with the
+    written CPU connected components (scipy): random logits with regions of every size."""
+    import torch
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    from samserve.core.video_tracking import fill_holes
+    from tests.support.sam2_video import reference_hole_filling
+
+    rng = np.random.default_rng(3)
+    filled_any = kept_any = False
+    for seed in range(6):
+        logits = (rng.standard_normal((64, 64)) + 0.4 * (seed % 3)).astype(np.float32)
+        for area in (1, 4, 8, 30):
+            with reference_hole_filling():
+                ref = fill_holes_in_mask_scores(torch.from_numpy(logits)[None, None], area)[0, 0].numpy()
+            got = fill_holes(logits, area)
+            np.testing.assert_array_equal(got, ref)
+            filled_any |= bool((got != logits).any())
+            kept_any |= bool(((got <= 0) & (logits <= 0)).any())
+    assert filled_any and kept_any  # holes filled, larger background regions kept

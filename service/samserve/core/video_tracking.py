@@ -20,6 +20,7 @@ Where this differs from the reference, it is where the reference fails:
   reference attend to bfloat16 memories with float32 weights and raise; here the memories are
   widened to float32 first, as the reference does on every other frame.
 - A one-frame video's pointer distance is divided by zero in the reference (NaN); here it is 0.
+- fill_hole_area runs on the CPU (fill_holes, OpenCV), as the reference runs it on a GPU only.
 Objects are batched: the reference runs one object at a time; here the objects of a frame whose
 memory plans have one shape are conditioned, decoded and encoded in one call each.
 """
@@ -45,6 +46,23 @@ from samserve.core.video_memory import (
 )
 
 CLAMP_PREVIOUS_LOGITS = 32.0  # add_new_points_or_box clamps the previous logits to +-32
+HOLE_SCORE = 0.1  # fill_holes_in_mask_scores: a filled hole's logit
+
+
+def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
+    """sam2.utils.misc.fill_holes_in_mask_scores on one (L, L) mask, on the CPU: every
+    8-connected region of logits <= 0 of at most max_area pixels (a hole, or a small background
+    region at the border: the reference does not tell them apart) gets the logit 0.1. The
+    reference runs this only where its CUDA extension loads (it skips it on the CPU)."""
+    import cv2
+
+    background = (logits <= 0).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8)
+    small = np.zeros(n, dtype=bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_area
+    if not small.any():
+        return logits
+    return np.where(small[labels], np.float32(HOLE_SCORE), logits).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,7 @@ class TrackerConfig:
     multimask_max_pt_num: int
     add_all_frames_to_correct_as_cond: bool
     non_overlap_masks: bool
+    fill_hole_area: int  # the video predictor's (build_sam2_video_predictor sets 8); 0: off
     no_mem_embed: np.ndarray  # (C,) float32
     memory: MemoryFlags
     heads: TrackingFlags
@@ -128,6 +147,7 @@ class TrackerConfig:
                 **{k: bool(d[k]) for k in _CONFIG_FLAGS},
                 multimask_min_pt_num=int(d["multimask_min_pt_num"]),
                 multimask_max_pt_num=int(d["multimask_max_pt_num"]),
+                fill_hole_area=int(d["fill_hole_area"]),
                 no_mem_embed=np.asarray(d["no_mem_embed"], np.float32).reshape(-1),
                 memory=memory,
                 heads=heads,
@@ -469,9 +489,12 @@ class VideoTracker:
             memory = await self.models.encode_memory(
                 vision, heads.low_res_masks, heads.object_score_logits, num_points > 0
             )
+        low = [np.ascontiguousarray(heads.low_res_masks[i, 0], np.float32) for i in range(b)]
+        if self.config.fill_hole_area > 0:  # after the memory encoder, as _run_single_frame_inference
+            low = [fill_holes(m, self.config.fill_hole_area) for m in low]
         return [
             FrameOutput(
-                pred_masks=np.ascontiguousarray(heads.low_res_masks[i, 0], np.float32),
+                pred_masks=low[i],
                 obj_ptr=np.ascontiguousarray(heads.object_pointer[i], np.float32),
                 object_score_logits=float(heads.object_score_logits[i, 0]),
                 maskmem_features=None if memory is None else to_bf16(memory[i]),
