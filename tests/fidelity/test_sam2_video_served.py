@@ -273,7 +273,7 @@ def test_hostile_calls_get_precise_statuses(served):
     s = stub(gateway())
     for call, req, code in [
         (s.GetSession, pb.VideoSessionRef(session_id="0" * 32), grpc.StatusCode.NOT_FOUND),
-        (s.GetSession, pb.VideoSessionRef(session_id="../../etc"), grpc.StatusCode.NOT_FOUND),
+        (s.GetSession, pb.VideoSessionRef(session_id="../../etc"), grpc.StatusCode.INVALID_ARGUMENT),
         (s.StartVideoSession, pb.StartVideoSessionRequest(video=b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64), None),
     ]:
         with pytest.raises(grpc.RpcError) as err:
@@ -402,3 +402,44 @@ def test_a_session_goes_on_after_triton_died_mid_propagation(served, cache_dir):
     assert rest is not None and [r.frame_index for r in got + rest] == list(range(T))
     for a, b in zip(got + rest, whole, strict=True):
         assert iou(decode_mask(a.objects[0].mask), decode_mask(b.objects[0].mask)) >= 0.999
+
+
+def test_over_http_a_session_answers_as_over_grpc(served):
+    """The same engine over HTTP/JSON: start, frames as a multipart upload, a click, the
+    propagation as NDJSON (a VideoFrameResult a line), against the same calls over gRPC."""
+    import base64
+    import json
+
+    import httpx
+
+    _, _, jpegs, gateway, _ = served
+    gw = gateway()
+    s = stub(gw)
+    x, y = shape_centre(T, H, W, SEED, 0, 0)
+    sid = start_session(s, jpegs)
+    prompt(s, sid, 0, 1, [(x, y)], [1])
+    grpc_run = propagate(s, sid, max_frames=5)
+    with httpx.Client(base_url=gw.http_url, timeout=120) as http:
+        started = http.post("/v1/video/start", json={"mode": "SESSION_MODE_FULL"})
+        assert started.status_code == 200, started.text
+        hid = started.json()["session_id"]
+        files = [("request", (None, json.dumps({"session_id": hid}), "application/json"))]
+        files += [("image", (f"{i}.jpg", j, "image/jpeg")) for i, j in enumerate(jpegs)]
+        added = http.post("/v1/video/add_frames", files=files)
+        assert added.status_code == 200 and added.json()["num_frames"] == T, added.text
+        body = {"session_id": hid, "frame_index": 0, "object_id": 1, "points": [{"x": x, "y": y, "label": 1}]}
+        clicked = http.post("/v1/video/add_prompt", json=body)
+        assert clicked.status_code == 200 and clicked.json()["objects"][0]["object_id"] == 1, clicked.text
+        with http.stream("POST", "/v1/video/propagate", json={"session_id": hid, "max_frames": 5}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        missing = http.post("/v1/video/get", json={"session_id": "0" * 32})
+        assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
+        assert http.post("/v1/video/close", json={"session_id": hid}).json()["existed"]
+    assert [line["frame_index"] for line in lines] == [r.frame_index for r in grpc_run]
+    for line, r in zip(lines, grpc_run, strict=True):
+        got = pb.Mask(height=H, width=W)
+        got.coco_rle.counts = line["objects"][0]["mask"]["coco_rle"]["counts"]
+        got.coco_rle.size.extend([H, W])
+        assert np.array_equal(decode_mask(got), decode_mask(r.objects[0].mask))
+    assert base64  # (bytes fields travel as base64: the video file of StartVideoSession)

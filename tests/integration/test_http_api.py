@@ -215,7 +215,9 @@ def test_every_route_is_in_the_schema_and_answers(http, schema):
             r = http.request(method.upper(), path, json={} if method == "post" else None)
             assert r.status_code not in (404, 405), (method, path)
     expected = {"/v1/embed", "/v1/embed_many", "/v1/segment", "/v1/generate_masks", "/v1/generate_masks_stream"}
-    expected |= {"/v1/models", "/v1/health"}
+    expected |= {"/v1/models", "/v1/health", "/v1/video/add_frames", "/v1/video/propagate"}
+    expected |= {f"/v1/video/{r}" for r in ("start", "add_prompt", "cancel", "remove_object", "clear_prompts")}
+    expected |= {f"/v1/video/{r}" for r in ("reset", "get", "close")}
     assert set(schema["paths"]) == expected
 
 

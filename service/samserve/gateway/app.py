@@ -106,7 +106,7 @@ async def _serve(engine: SamEngine, settings: Settings, metrics: Metrics) -> Gat
     http_server = None
     if settings.http_enabled:
         try:
-            api = HttpApi(rpcs, engine, settings, metrics, admission, health)
+            api = HttpApi(rpcs, engine, settings, metrics, admission, health, video)
             http_server = await start_http_server(api.app(), settings)
         except BaseException:
             await grpc_server.stop(0)

@@ -35,6 +35,7 @@ from samserve.gateway.transport.health import HealthWatch
 from samserve.gateway.transport.http_edge import BodyTooLarge, BodyTooSlow, ClientStalled, HttpEdge, error_body
 from samserve.gateway.transport.rpcs import Rpcs
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream, status_of
+from samserve.gateway.transport.video_rpcs import VideoRpcs
 from samserve.v1 import samserve_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ class HttpApi:
         metrics: Metrics,
         admission: Admission,
         health: HealthWatch,
+        video: VideoRpcs | None = None,
     ) -> None:
         self.rpcs = rpcs
+        self.video = video
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
@@ -179,6 +182,15 @@ class HttpApi:
             Route(path, self._endpoint(rpc, method), methods=[method.upper()])
             for path, (rpc, method, _) in openapi.ROUTES.items()
         ]
+        if self.video is not None:
+            routes += [
+                Route(path, self._json_endpoint(rpc, getattr(pb, request), getattr(self.video, rpc)), methods=["POST"])
+                for path, (rpc, _, request, _) in openapi.VIDEO_ROUTES.items()
+            ]
+            routes += [
+                Route(openapi.VIDEO_ADD_FRAMES, self._video_add_frames, methods=["POST"]),
+                Route(openapi.VIDEO_PROPAGATE, self._video_propagate, methods=["POST"]),
+            ]
         routes += [
             Route(openapi.EMBED_MANY, self._embed_many, methods=["POST"]),
             Route(openapi.GENERATE_STREAM, self._generate_masks_stream, methods=["POST"]),
@@ -198,7 +210,7 @@ class HttpApi:
             s.tokens(),
             s.stream_idle_timeout_s,
             s.http_min_body_rate,
-            streamed=frozenset({openapi.EMBED_MANY}),
+            streamed=frozenset({openapi.EMBED_MANY, openapi.VIDEO_ADD_FRAMES}),
         )
 
     async def _page(self, request: Request) -> Response:
@@ -320,7 +332,16 @@ class HttpApi:
         """GenerateMasksStream as NDJSON: a GenerateMasksResponse per line. An error before
         the first chunk is the usual JSON error and status; one after it ends the stream
         with an {"error": ...} line."""
-        cls = pb.GenerateMasksRequest
+        return await self._ndjson(
+            request,
+            "GenerateMasksStream",
+            pb.GenerateMasksRequest,
+            self.rpcs.generate_masks_stream,
+            self.settings.stream_max_s,
+        )
+
+    async def _ndjson(self, request: Request, rpc: str, cls: type[Message], items, max_s: float | None) -> Response:
+        """A server-streaming RPC as NDJSON: items(message, deadline)'s messages, one a line."""
         parsed: list[Message] = []
 
         async def chunks():
@@ -329,18 +350,16 @@ class HttpApi:
             deadline = _deadline(request)
             self._check_size(message)
             yield None  # the body is read: from here a disconnect can be watched for
-            async with contextlib.aclosing(self.rpcs.generate_masks_stream(message, deadline)) as inner:
+            async with contextlib.aclosing(items(message, deadline)) as inner:
                 async for chunk in inner:
                     yield chunk
 
-        refused = await self._upload(request, "GenerateMasksStream", cls)
+        refused = await self._upload(request, rpc, cls)
         if refused is not None:
             await request.close()
             return refused
-        label = self._label(parsed, cls)
-        stream = run_stream(
-            "GenerateMasksStream", chunks(), self.metrics, self.admission, label, self.settings.stream_max_s
-        )
+        label = self._label(parsed, cls) if "model" in cls.DESCRIPTOR.fields_by_name else str
+        stream = run_stream(rpc, chunks(), self.metrics, self.admission, label, max_s)
         try:
             await anext(stream)  # reads the body (the disconnect watcher would take its messages)
             first = await _unless_disconnected(request, anext(stream))
@@ -350,6 +369,9 @@ class HttpApi:
         except Cancelled:
             await request.close()
             return _failure(RpcFailure(C.CANCELLED, "the client closed the connection", Cancelled))
+        except StopAsyncIteration:
+            await request.close()
+            return NdjsonResponse(_nothing(), cleanup=stream.aclose)
 
         async def lines():
             async with contextlib.aclosing(stream):  # a client gone mid-stream stops the rest
@@ -481,9 +503,9 @@ class HttpApi:
         return lambda: self.rpcs.model_label(parsed[0] if parsed else cls())()
 
     def _endpoint(self, rpc: str, method: str):
-        cls = getattr(pb, f"{rpc}Request")
-        call = getattr(self.rpcs, rpc)
+        return self._json_endpoint(rpc, getattr(pb, f"{rpc}Request"), getattr(self.rpcs, rpc))
 
+    def _json_endpoint(self, rpc: str, cls: type[Message], call):
         async def work(request: Request, parsed: list[Message]):
             # the body was received (under an upload slot); parsing it is the RPC's work
             message = await self._message(request, cls)
@@ -510,6 +532,65 @@ class HttpApi:
 
         endpoint.__name__ = rpc
         return endpoint
+
+    async def _video_propagate(self, request: Request) -> Response:
+        """Propagate as NDJSON: a VideoFrameResult per line as each frame is tracked. An error
+        before the first line is the usual JSON error and status; one after it ends the stream
+        with an {"error": ...} line. A client that disconnects stops the tracking."""
+        assert self.video is not None
+        video = self.video
+        return await self._ndjson(
+            request, "Propagate", pb.PropagateRequest, lambda m, d: video.Propagate(m, d), max_s=None
+        )
+
+    async def _video_add_frames(self, request: Request) -> Response:
+        """AddFrames: a multipart upload, a 'request' part ({"session_id": ...}) then the frames
+        as file parts named 'image', in order, each read and embedded as it arrives (each held
+        to max_request_bytes, at most video_max_frames)."""
+        assert self.video is not None
+        boundary = http_multipart.boundary_of(request.headers.get("content-type", ""))
+        max_bytes, max_parts = self.settings.max_request_bytes, self.settings.video_max_frames + 1
+
+        async def messages() -> AsyncIterator[pb.AddFramesRequest]:
+            if boundary is None:
+                raise InvalidInput("AddFrames: send multipart/form-data: a 'request' part, then 'image' parts")
+            body = http_multipart.parts(self._chunks(request), boundary, max_bytes, max_parts)
+            first = True
+            async with contextlib.aclosing(body):
+                async for part in body:
+                    if part.data is None:
+                        raise RequestTooLarge(f"multipart part {part.name!r}: over the limit of {max_bytes} bytes")
+                    if first:
+                        if part.name != "request":
+                            raise InvalidInput(
+                                "multipart body: the first part must be 'request' ({\"session_id\": ...})"
+                            )
+                        message = pb.AddFramesRequest()
+                        what = "multipart part 'request'"
+                        text = part.data.decode("utf-8", "replace")
+                        await self.engine.run_cpu(http_json.parse, text, message, self.budget, what)
+                        first = False
+                        yield message
+                        continue
+                    if part.name != "image" or part.filename is None:
+                        raise InvalidInput(
+                            f"multipart body: part {part.name!r} where file parts named 'image' were expected"
+                        )
+                    yield pb.AddFramesRequest(image=part.data)
+
+        try:
+            response = await run_rpc(
+                "AddFrames", self.video.AddFrames(messages(), _deadline(request)), self.metrics, self.admission
+            )
+        except RpcFailure as failure:
+            return _failure(failure)
+        body = await self.engine.run_cpu(http_json.dumps, response)
+        return Response(body, 200, media_type="application/json")
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator of no lines
 
 
 async def _unless_disconnected(request: Request, work):

@@ -36,6 +36,54 @@ ROUTES = {
     "/v1/generate_masks": ("GenerateMasks", "post", "Segment everything (SamAutomaticMaskGenerator)"),
     "/v1/models": ("ListModels", "get", "The models served, the default first named"),
 }
+# the video tracking service (samserve.v1.VideoTracking): path -> (RPC, summary, request, response)
+VIDEO_ROUTES = {
+    "/v1/video/start": (
+        "StartVideoSession",
+        "A tracking session (SAM 2); with `video` (base64) the file's frames",
+        "StartVideoSessionRequest",
+        "VideoSession",
+    ),
+    "/v1/video/add_prompt": (
+        "AddPrompt",
+        "Clicks and/or a box for one object on one frame: every object's mask there",
+        "AddPromptRequest",
+        "VideoFrameResult",
+    ),
+    "/v1/video/cancel": (
+        "CancelPropagation",
+        "Stops the session's running propagation within a frame",
+        "VideoSessionRef",
+        "VideoSession",
+    ),
+    "/v1/video/remove_object": (
+        "RemoveObject",
+        "Removes an object: the frames it was prompted on, without it",
+        "RemoveObjectRequest",
+        "VideoFrameResults",
+    ),
+    "/v1/video/clear_prompts": (
+        "ClearPrompts",
+        "Clears the prompts of a frame and/or an object",
+        "ClearPromptsRequest",
+        "VideoFrameResults",
+    ),
+    "/v1/video/reset": (
+        "ResetSession",
+        "Every object and prompt gone (the frames stay)",
+        "VideoSessionRef",
+        "VideoSession",
+    ),
+    "/v1/video/get": (
+        "GetSession",
+        "The session: frames, objects, bytes held, expiry",
+        "VideoSessionRef",
+        "VideoSession",
+    ),
+    "/v1/video/close": ("CloseSession", "Closes the session", "VideoSessionRef", "CloseVideoSessionResponse"),
+}
+VIDEO_ADD_FRAMES = "/v1/video/add_frames"  # AddFrames: a multipart upload of images (after a 'request' part)
+VIDEO_PROPAGATE = "/v1/video/propagate"  # Propagate: PropagateRequest's body, answered as NDJSON
 UPLOADS = ("Embed", "Segment", "GenerateMasks")  # take the image as a multipart upload too
 EMBED_MANY = "/v1/embed_many"  # EmbedMany: a multipart upload of images, answered as NDJSON
 GENERATE_STREAM = "/v1/generate_masks_stream"  # GenerateMasksStream: GenerateMasks' body, answered as NDJSON
@@ -205,6 +253,75 @@ def document(auth: bool, version: str = "1") -> dict:
     if auth:
         stream["security"] = [{"bearer": []}]
     paths[GENERATE_STREAM] = {"post": stream}
+    for path, (rpc, summary, request, response) in VIDEO_ROUTES.items():
+        op = {
+            "operationId": rpc,
+            "summary": summary,
+            "parameters": paths["/v1/segment"]["post"]["parameters"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": response,
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{response}"}}},
+                },
+                "default": paths["/v1/segment"]["post"]["responses"]["default"],
+            },
+        }
+        if auth:
+            op["security"] = [{"bearer": []}]
+        paths[path] = {"post": op}
+    add_frames = {
+        "operationId": "AddFrames",
+        "summary": "Appends frames to a video session: a multipart upload, a 'request' part "
+        "({\"session_id\": ...}) then the frames as file parts named 'image', in order",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["request", "image"],
+                        "properties": {
+                            "request": {"type": "string", "contentMediaType": "application/json"},
+                            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "VideoSession",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VideoSession"}}},
+            },
+            "default": paths["/v1/segment"]["post"]["responses"]["default"],
+        },
+    }
+    propagate = {
+        "operationId": "Propagate",
+        "summary": "Tracks every object of a video session: a VideoFrameResult per line (NDJSON) as each frame is "
+        "tracked; an error after the first line ends the stream with an Error line",
+        "parameters": paths["/v1/segment"]["post"]["parameters"],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PropagateRequest"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "one VideoFrameResult per line (NDJSON)",
+                "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/VideoFrameResult"}}},
+            },
+            "default": paths["/v1/segment"]["post"]["responses"]["default"],
+        },
+    }
+    for op in (add_frames, propagate):
+        if auth:
+            op["security"] = [{"bearer": []}]
+    paths[VIDEO_ADD_FRAMES] = {"post": add_frames}
+    paths[VIDEO_PROPAGATE] = {"post": propagate}
     paths["/v1/health"] = {
         "get": {
             "operationId": "Health",

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 
-from samserve.core.errors import Busy, NotFound, Overloaded
+from samserve.core.errors import Busy, InvalidInput, NotFound, Overloaded
 from samserve.core.video_memory import FrameOutput
 from samserve.core.video_state_codec import (
     CorruptState,
@@ -68,8 +68,10 @@ def new_session_id() -> str:
 
 
 def check_session_id(session_id: str) -> None:
+    if not session_id:
+        raise InvalidInput("session_id is required (StartVideoSession's answer)")
     if len(session_id) != 32 or any(c not in "0123456789abcdef" for c in session_id):
-        raise NotFound(f"session_id {session_id[:64]!r} is not a session id (32 lowercase hex characters)")
+        raise InvalidInput(f"session_id {session_id[:64]!r} is not a session id (32 lowercase hex characters)")
 
 
 @dataclass
