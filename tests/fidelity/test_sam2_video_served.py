@@ -104,11 +104,13 @@ def start_session(s, jpegs: list[bytes], mode=pb.SESSION_MODE_FULL) -> str:
 def same(ref_masks: torch.Tensor, ref_ids, result: pb.VideoFrameResult, what: str) -> None:
     assert [o.object_id for o in result.objects] == list(ref_ids), what
     for i, o in enumerate(result.objects):
-        score = iou(ref_masks[i, 0].numpy() > 0, decode_mask(o.mask))
+        ref, got = ref_masks[i, 0].numpy() > 0, decode_mask(o.mask)
+        score = iou(ref, got)
         IOUS.append(score)
+        # a mask of a few dozen pixels is below 0.99 with one boundary pixel apart (float16 features)
+        assert score >= 0.99 or np.logical_xor(ref, got).sum() <= 4, f"{what}: object {o.object_id} IoU {score:.4f}"
         if o.has_output:
             SCORES.append(o.object_score)
-        assert score >= 0.99, f"{what}: object {o.object_id} IoU {score:.4f}"
 
 
 def same_run(ref_run, results, what: str) -> None:

@@ -535,8 +535,11 @@ class VideoSessions:
         return view(await self._loaded(session_id))
 
     async def close(self, session_id: str) -> bool:
-        """Whether the session existed."""
-        return await self._store().delete(session_id)
+        """Whether the session existed. Not while a call works on it (a propagation would write
+        the session back): Busy, cancel it first."""
+        store = self._store()
+        async with store.working(session_id, "CloseSession"):
+            return await store.delete(session_id)
 
     def non_overlap(self, model_id: str) -> bool:
         """Whether the model's masks are answered without overlaps (its non_overlap_masks)."""
