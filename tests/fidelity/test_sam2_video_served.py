@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from samserve.client.sdk import decode_mask
-from samserve.devtools.sample_videos import moving_shapes, mp4, shape_centre, write_jpeg_frames
+from samserve.devtools.sample_videos import moving_shapes, mp4, shape_centre
 from samserve.v1 import samserve_pb2 as pb
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
-from tests.support.sam2_video import draw_object_scores, reference_hole_filling, scaled_video_predictor
+from tests.support.sam2_video import reference_hole_filling, served_video_repository
 
 T, H, W, SEED = 24, 144, 192, 7
 
@@ -49,21 +49,11 @@ def holes_filled_as_on_a_gpu():
 def served(tmp_path_factory, cache_dir, redis_server):
     """(predictor, JPEG folder, JPEG bytes, gateway factory, state Redis): the reference and the
     served stack on one checkpoint."""
-    from build_engines.models import LoadedSam
-    from build_engines.repository import write_cpu_repository
-    from build_engines.sam2_models import SCALED_OVERRIDES, load_sam2_checkpoint, save_sam2_checkpoint
     from samserve.devtools.gateway_thread import GatewayThread, gateway_settings
     from samserve.devtools.local_servers import start_redis, start_triton
 
     work = tmp_path_factory.mktemp("video-served")
-    predictor = scaled_video_predictor(seed=SEED)
-    folder = write_jpeg_frames(moving_shapes(T, H, W, SEED), work / "frames")
-    draw_object_scores(predictor, str(folder), [list(shape_centre(T, H, W, SEED, 0, 0))])
-    ckpt = save_sam2_checkpoint(
-        LoadedSam(predictor, "sam2.1_scaled", "unused", False, SCALED_OVERRIDES), work / "video_model.pt"
-    )
-    loaded = load_sam2_checkpoint(ckpt, "sam2.1_scaled")  # as a downloaded checkpoint is loaded
-    repo = write_cpu_repository(loaded, work / "repo")
+    predictor, folder, repo = served_video_repository(work, SEED, T, H, W)
     triton = start_triton(repo, work / "triton.log", cache_dir)
     SERVERS.update(triton=triton, repo=repo, work=work)
     state = start_redis(maxmemory="256mb", extra_args=["--maxmemory-policy", "noeviction"])

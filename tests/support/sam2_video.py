@@ -134,3 +134,21 @@ def reference_hole_filling():
         yield
     finally:
         misc.get_connected_components = original
+
+
+def served_video_repository(work, seed: int, frames: int, height: int, width: int):
+    """(video predictor, JPEG frame folder, CPU repository) of a scaled SAM 2.1 model whose
+    object scores are drawn on that video (draw_object_scores), saved as a checkpoint file and
+    loaded as a downloaded one is."""
+    from build_engines.models import LoadedSam
+    from build_engines.repository import write_cpu_repository
+    from build_engines.sam2_models import SCALED_OVERRIDES, load_sam2_checkpoint, save_sam2_checkpoint
+    from samserve.devtools.sample_videos import moving_shapes, shape_centre, write_jpeg_frames
+
+    predictor = scaled_video_predictor(seed=seed)
+    folder = write_jpeg_frames(moving_shapes(frames, height, width, seed), work / "frames")
+    draw_object_scores(predictor, str(folder), [list(shape_centre(frames, height, width, seed, 0, 0))])
+    loaded = LoadedSam(predictor, "sam2.1_scaled", "unused", False, SCALED_OVERRIDES)
+    ckpt = save_sam2_checkpoint(loaded, work / "video_model.pt")
+    repo = write_cpu_repository(load_sam2_checkpoint(ckpt, "sam2.1_scaled"), work / "repo")
+    return predictor, folder, repo

@@ -26,7 +26,8 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (
         b"content-security-policy",
-        b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
+        b"script-src 'self'; "
         b"connect-src 'self'; frame-ancestors 'none'",
     ),
 ]

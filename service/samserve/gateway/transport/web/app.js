@@ -21,6 +21,7 @@ const state = {
   amgRequest: null, // the fields sent with the image for "segment everything"
   lastRequest: null, // the last JSON request sent
   busy: 0,
+  mode: "image", // "video" while video.js's session is shown (then clicks go there)
   seq: 0, // numbers the image, segment and everything calls: an answer to a superseded one is dropped
 };
 window.samserve = state;
@@ -227,6 +228,8 @@ async function embed() {
 
 async function openImage(file) {
   const seq = ++state.seq;
+  state.mode = "image";
+  $("frame-nav").hidden = true;
   state.file = file;
   state.imageId = null; // no clicks, no "segment everything" until the new image is embedded
   enable();
