@@ -136,7 +136,8 @@ class HttpEdge:
             max_body = None if path in self.streamed else self.max_body
             length = headers.get(b"content-length")
             if max_body is not None and length is not None and length.isdigit() and int(length) > max_body:
-                return await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
+                await _answer(send_with_headers, 413, self._too_large(), [CLOSE])
+                return await _drain(receive)
             received = 0
             complete = False
             waited = 0.0  # time spent waiting for the client's bytes: a route that reads on
@@ -186,6 +187,25 @@ def _close(send) -> None:
     if transport is not None:
         with contextlib.suppress(Exception):
             transport.abort()
+
+
+DRAIN_BYTES, DRAIN_S = 16 << 20, 2.0
+
+
+async def _drain(receive) -> None:
+    """Reads and drops what the client still sends of a body refused by its length, a bounded
+    while (DRAIN_BYTES, DRAIN_S), before the connection closes: closing on unread bytes makes the
+    kernel reset it, and the client, still sending, would lose the answer (a lingering close)."""
+    loop = asyncio.get_running_loop()
+    ends, drained = loop.time() + DRAIN_S, 0
+    with contextlib.suppress(TimeoutError, Exception):
+        while drained < DRAIN_BYTES:
+            message = await asyncio.wait_for(receive(), max(ends - loop.time(), 0.001))
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 async def _answer(send, status: int, body: bytes, headers: list | None = None) -> None:
