@@ -17,6 +17,22 @@ from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, ru
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
 
 
+async def write_stream(context: grpc.aio.ServicerContext, stream, metrics: Metrics, idle_s: float) -> None:
+    """A server stream's messages written as they come; its failure as the call's status. A
+    client that stops reading gives its slot back after idle_s (stream_idle_timeout_s)."""
+    try:
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                await asyncio.wait_for(context.write(message), idle_s)
+    except RpcFailure as failure:
+        await context.abort(failure.code, failure.message)
+    except TimeoutError:
+        metrics.stalled_clients.labels("grpc").inc()
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"the client read nothing for {idle_s:g} s (stream_idle_timeout_s)"
+        )
+
+
 def _method(name: str):
     async def handle(self: SegmentAnythingServicer, request, context: grpc.aio.ServicerContext):
         self._identify(context)
@@ -59,19 +75,7 @@ class SegmentAnythingServicer(pb_grpc.SegmentAnythingServicer):
         chunks = self.rpcs.generate_masks_stream(request, Deadline(context.time_remaining()))
         label = self.rpcs.model_label(request)
         stream = run_stream("GenerateMasksStream", chunks, self.metrics, self.admission, label, self.max_s)
-        try:
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    # a client that stops reading gives its slot back after stream_idle_timeout_s
-                    await asyncio.wait_for(context.write(chunk), self.idle_s)
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
-        except TimeoutError:
-            self.metrics.stalled_clients.labels("grpc").inc()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the client read nothing for {self.idle_s:g} s (stream_idle_timeout_s)",
-            )
+        await write_stream(context, stream, self.metrics, self.idle_s)
 
     async def EmbedMany(self, request_iterator, context: grpc.aio.ServicerContext):
         self._identify(context)

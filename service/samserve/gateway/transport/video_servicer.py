@@ -3,13 +3,11 @@ under the same admission, metrics and status mapping as the image service."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import grpc
 
 from samserve.gateway.deadline import Deadline
 from samserve.gateway.metrics import Metrics
+from samserve.gateway.transport.servicer import write_stream
 from samserve.gateway.transport.status import Admission, RpcFailure, run_rpc, run_stream
 from samserve.gateway.transport.video_rpcs import VideoRpcs
 from samserve.v1 import samserve_pb2_grpc as pb_grpc
@@ -48,18 +46,7 @@ class VideoTrackingServicer(pb_grpc.VideoTrackingServicer):
         self.identify(context)
         frames = self.rpcs.Propagate(request, Deadline(context.time_remaining()))
         stream = run_stream("Propagate", frames, self.metrics, self.admission)
-        try:
-            async with contextlib.aclosing(stream):
-                async for frame in stream:
-                    await asyncio.wait_for(context.write(frame), self.idle_s)
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.message)
-        except TimeoutError:
-            self.metrics.stalled_clients.labels("grpc").inc()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the client read nothing for {self.idle_s:g} s (stream_idle_timeout_s)",
-            )
+        await write_stream(context, stream, self.metrics, self.idle_s)
 
     StartVideoSession = _method("StartVideoSession")
     AddPrompt = _method("AddPrompt")
